@@ -1,0 +1,46 @@
+# dltrack: one command per task. `make` alone lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 5000
+PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-unit lint ui bench-train clean clean-runs
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## Create .venv and install dltrack with every extra, at the pinned versions
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -e ".[all]"
+	@$(PY) -c "import dltrack, mlflow; print('dltrack', dltrack.__version__, '| mlflow', mlflow.__version__, '| ready')"
+
+demo: ## Run the notebooks headless on the shipped subset and report runs, models and REST checks
+	$(PY) -m dltrack.demo
+
+test: ## Unit tests, serving tests and every notebook end to end (twice) on the shipped subset
+	$(PY) -m pytest
+
+test-unit: ## Only the fast unit tests (no notebooks, no servers)
+	$(PY) -m pytest -p no:nbmake tests -m "not notebook and not serving" -o addopts="-ra"
+
+lint: ## ruff on the package and the tests
+	$(VENV)/bin/ruff check src tests benchmarks
+
+ui: ## Open the MLflow UI on the project's store (http://127.0.0.1:$(PORT))
+	$(PY) -m mlflow ui --host 127.0.0.1 --port $(PORT) \
+	  --backend-store-uri "$$($(PY) -c 'from dltrack import tracking; print(tracking.tracking_uri())')" \
+	  --default-artifact-root "$$($(PY) -c 'from dltrack import tracking; print(tracking.artifact_root())')"
+
+bench-train: ## Benchmark: train the notebook models on the full data set (slow, see README)
+	$(PY) benchmarks/train_bench.py
+
+clean: ## Remove executed notebooks, caches and build output (keeps the MLflow store)
+	rm -rf build .pytest_cache data/.cache
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+	find notebooks -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +
+
+clean-runs: ## Delete the project's MLflow store (runs, models, artifacts) in mlruns/
+	rm -rf mlruns/mlflow.db mlruns/artifacts

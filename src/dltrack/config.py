@@ -1,0 +1,108 @@
+"""Project paths and notebook parameters.
+
+Every path the notebooks use is resolved here, from the package, never from the current
+directory: nbmake and Jupyter run a notebook with ``notebooks/`` as working directory, the
+Makefile runs from the project root, and both must see the same data and the same MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T", str, int, float, bool)
+
+__all__ = ["cache_dir", "data_dir", "env_param", "project_root", "set_seeds"]
+
+
+def _is_project_root(path: Path) -> bool:
+    pyproject = path / "pyproject.toml"
+    return pyproject.is_file() and 'name = "dltrack"' in pyproject.read_text(encoding="utf-8")
+
+
+def project_root() -> Path:
+    """Return the dltrack project folder (the one holding ``pyproject.toml``).
+
+    Order: the ``DLTRACK_HOME`` environment variable; the folder above ``src/dltrack`` (the
+    editable install that ``make setup`` makes); then the current directory and its parents.
+
+    Raises:
+        FileNotFoundError: when none of these is a dltrack checkout; set ``DLTRACK_HOME``.
+    """
+    env = os.environ.get("DLTRACK_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path(__file__).resolve()
+    candidates = [*here.parents, Path.cwd().resolve(), *Path.cwd().resolve().parents]
+    for candidate in candidates:
+        if _is_project_root(candidate):
+            return candidate
+    raise FileNotFoundError(
+        "Could not find the dltrack project folder (a pyproject.toml naming dltrack) above "
+        f"{here} or the current directory. Set DLTRACK_HOME to the folder you cloned."
+    )
+
+
+def data_dir() -> Path:
+    """Return ``<project>/data``, where the shipped data sets live."""
+    return project_root() / "data"
+
+
+def cache_dir() -> Path:
+    """Return ``<project>/data/.cache`` (git-ignored), created if missing."""
+    path = data_dir() / ".cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def env_param(name: str, default: T) -> T:
+    """Return a notebook parameter: the environment variable ``name`` if set, else ``default``.
+
+    The value is converted to the type of ``default`` so CI can shrink a run without editing the
+    notebook, e.g. ``DLTRACK_EPOCHS=2``. Booleans accept 1/0, true/false, yes/no, on/off.
+
+    Raises:
+        ValueError: when the variable is set but cannot be read as that type; the message names
+            the variable, the value and the expected type.
+    """
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True  # type: ignore[return-value]
+            if lowered in {"0", "false", "no", "off"}:
+                return False  # type: ignore[return-value]
+            raise ValueError(raw)
+        return type(default)(raw)  # type: ignore[return-value]
+    except ValueError:
+        raise ValueError(
+            f"Environment variable {name}={raw!r} is not a valid {type(default).__name__} "
+            f"(default {default!r})."
+        ) from None
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, NumPy and, where imported, TensorFlow/Keras and PyTorch, in one place.
+
+    Also sets ``PYTHONHASHSEED`` for subprocesses. Frameworks that are not installed are skipped.
+    """
+    import random
+    import sys
+
+    import numpy as np
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    if "keras" in sys.modules or "tensorflow" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)

@@ -1,0 +1,309 @@
+"""Fashion-MNIST, offline: checksummed files fed to the frameworks' own loaders.
+
+The course calls ``keras.datasets.fashion_mnist.load_data()`` and
+``torchvision.datasets.FashionMNIST(root, download=True)``. Both download from the web, which
+fails on an offline machine. dltrack keeps those calls and places the files where each loader
+looks first, so the loaders find them and never download:
+
+- Keras reads ``<KERAS_HOME or ~/.keras>/datasets/fashion-mnist/*.gz`` (it checks no hash).
+- torchvision reads ``<root>/FashionMNIST/raw/<name>`` (uncompressed IDX) and skips its
+  download when all four are there.
+
+Which files: the 2,500-image subset shipped in ``data/fashion-mnist-small/`` by default; the
+full 70,000-image set when a folder is given (``data_dir=`` or ``DLTRACK_FASHION_MNIST_DIR``).
+Every file's sha256 is checked against the releases listed in :data:`KNOWN_RELEASES`.
+
+Class names and label order follow the Fashion-MNIST README (Xiao, Rasul, Vollgraf 2017).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dltrack.config import cache_dir, data_dir
+
+__all__ = [
+    "CLASS_NAMES",
+    "FILES",
+    "KNOWN_RELEASES",
+    "DatasetError",
+    "fashion_mnist_dir",
+    "per_class_indices",
+    "prepare_keras_fashion_mnist",
+    "prepare_torchvision_fashion_mnist",
+    "scale_images",
+    "verify_fashion_mnist",
+]
+
+#: Label i is ``CLASS_NAMES[i]`` (Fashion-MNIST README, github.com/zalandoresearch/fashion-mnist).
+CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+#: The four IDX gzip files, in the names every loader uses.
+FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+#: sha256 of each ``.gz`` file, per release. The first two come from the READMEs in
+#: ``data/fashion-mnist-small/`` and ``../shared/data/fashion-mnist/``; the last is the current
+#: official release as downloaded by Keras (the hashes Keras-era loaders pin).
+KNOWN_RELEASES: dict[str, dict[str, str]] = {
+    "fashion-mnist-small (2,000 train / 500 test, shipped)": {
+        "train-images-idx3-ubyte.gz": "8137f39079f7f9daab1d813d33acc58dbb5380d1c1d5621e0b1e389f76a089a8",
+        "train-labels-idx1-ubyte.gz": "46809eed614fc826c78b698f933404dc8e5dba85ad92aae5c31657c24bd2d2bf",
+        "t10k-images-idx3-ubyte.gz": "669d1b3abeb3901e88be93267ca199918c8ec7905889637f4e2205e3b0f8b967",
+        "t10k-labels-idx1-ubyte.gz": "d269dab962b08199527ab25132f2ce9d584bde954c53edc38305d892ae050616",
+    },
+    "fashion-mnist 2017-08-26 release (60,000 train / 10,000 test)": {
+        "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+        "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+        "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+        "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+    },
+    "fashion-mnist current release (60,000 train / 10,000 test)": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+}
+
+ENV_VAR = "DLTRACK_FASHION_MNIST_DIR"
+OFFICIAL_SOURCE = "https://github.com/zalandoresearch/fashion-mnist#get-the-data"
+
+
+class DatasetError(OSError):
+    """A data file is missing, unreadable or does not match a known checksum."""
+
+
+def fashion_mnist_dir(data_dir_: str | os.PathLike[str] | None = None) -> Path:
+    """Return the folder holding the four Fashion-MNIST IDX files to use.
+
+    Order: the argument; the ``DLTRACK_FASHION_MNIST_DIR`` environment variable; the subset
+    shipped in ``<project>/data/fashion-mnist-small``. Relative paths are taken from the project
+    folder, not from the current directory (notebooks run in ``notebooks/``).
+    """
+    chosen = data_dir_ if data_dir_ not in (None, "") else os.environ.get(ENV_VAR) or None
+    if chosen is None:
+        return data_dir() / "fashion-mnist-small"
+    path = Path(chosen).expanduser()
+    if not path.is_absolute():
+        path = data_dir().parent / path
+    return path.resolve()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_fashion_mnist(data_dir_: str | os.PathLike[str] | None = None) -> str:
+    """Check the four IDX files against :data:`KNOWN_RELEASES` and return the release's name.
+
+    All four files must belong to the same release.
+
+    Raises:
+        DatasetError: a file is missing, or its sha256 matches no known release, or the files
+            mix releases. The message names the file and says how to fix it.
+    """
+    folder = fashion_mnist_dir(data_dir_)
+    how_to_fix = (
+        f"Restore the shipped subset with `git checkout -- data/fashion-mnist-small`, or point "
+        f"{ENV_VAR} (or data_dir=) at a folder with the four files {', '.join(FILES)} "
+        f"(full set: {OFFICIAL_SOURCE})."
+    )
+    candidates: set[str] | None = None
+    for name in FILES:
+        path = folder / name
+        if not path.is_file():
+            raise DatasetError(f"Fashion-MNIST file missing: {path}. {how_to_fix}")
+        digest = _sha256(path)
+        matches = {rel for rel, files in KNOWN_RELEASES.items() if files[name] == digest}
+        if not matches:
+            raise DatasetError(
+                f"Fashion-MNIST file {path} is corrupted or unknown: sha256 {digest} matches no "
+                f"known release. {how_to_fix}"
+            )
+        candidates = matches if candidates is None else candidates & matches
+    if not candidates:
+        raise DatasetError(
+            f"The files in {folder} mix releases; use the four files of one release. {how_to_fix}"
+        )
+    return sorted(candidates)[0]
+
+
+def _keras_home() -> Path:
+    """Keras's cache folder, by Keras's own rule (``KERAS_HOME``, else ``~/.keras``, else /tmp)."""
+    if "keras" in sys.modules:  # Keras reads KERAS_HOME once, at import
+        try:
+            from keras.src.backend.config import keras_home
+
+            base = Path(os.path.expanduser(keras_home()))
+        except ImportError:  # pragma: no cover - layout of another Keras version
+            base = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+    else:
+        base = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+    base.mkdir(parents=True, exist_ok=True)
+    if not os.access(base, os.W_OK):  # the same fallback as keras.utils.get_file
+        base = Path("/tmp/.keras")
+    return base
+
+
+def _link(source: Path, target: Path) -> None:
+    """Make ``target`` a symlink to ``source`` (a copy where symlinks are not allowed).
+
+    A regular file already at ``target`` (a real download) is kept as ``<name>.orig``.
+    """
+    if target.is_symlink():
+        if target.resolve() == source.resolve():
+            return
+        target.unlink()
+    elif target.exists():
+        target.replace(target.with_name(target.name + ".orig"))
+    try:
+        target.symlink_to(source)
+    except OSError:  # pragma: no cover - e.g. Windows without developer mode
+        shutil.copyfile(source, target)
+
+
+def prepare_keras_fashion_mnist(data_dir_: str | os.PathLike[str] | None = None) -> Path:
+    """Place the chosen Fashion-MNIST files where ``keras.datasets.fashion_mnist.load_data()``
+    looks, so that call returns them without a network.
+
+    Keras's loader calls ``keras.utils.get_file(name, cache_subdir="datasets/fashion-mnist")``,
+    which returns a file already in the cache and checks no hash. The files are verified
+    (:func:`verify_fashion_mnist`) and linked into that cache folder. A real Keras download found
+    there is kept as ``<name>.orig``.
+
+    Returns:
+        The Keras cache folder now holding the four files.
+
+    Raises:
+        DatasetError: see :func:`verify_fashion_mnist`.
+    """
+    source = fashion_mnist_dir(data_dir_)
+    verify_fashion_mnist(source)
+    target = _keras_home() / "datasets" / "fashion-mnist"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        _link(source / name, target / name)
+    return target
+
+
+def prepare_torchvision_fashion_mnist(
+    data_dir_: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Place the chosen files where ``torchvision.datasets.FashionMNIST(root, download=True)``
+    looks, so it finds them and never downloads.
+
+    torchvision skips its download when ``<root>/FashionMNIST/raw/`` holds the four
+    uncompressed IDX files; they are decompressed there (about 55 MB for the full set, 2 MB for
+    the subset) and re-made when the chosen source changes (tracked in ``source.json``).
+
+    Args:
+        data_dir_: folder with the four ``.gz`` files; see :func:`fashion_mnist_dir`.
+        root: the ``root`` to give torchvision; default ``<project>/data/.cache/torchvision``.
+
+    Returns:
+        ``root``, to pass to ``torchvision.datasets.FashionMNIST``.
+
+    Raises:
+        DatasetError: see :func:`verify_fashion_mnist`.
+    """
+    source = fashion_mnist_dir(data_dir_)
+    release = verify_fashion_mnist(source)
+    root_path = Path(root) if root is not None else cache_dir() / "torchvision"
+    raw = root_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    stamp = raw / "source.json"
+    wanted = {"source": str(source), "release": release}
+    have_all = all((raw / name.removesuffix(".gz")).is_file() for name in FILES)
+    if not (have_all and stamp.is_file() and json.loads(stamp.read_text()) == wanted):
+        for name in FILES:
+            with (
+                gzip.open(source / name, "rb") as src,
+                (raw / name.removesuffix(".gz")).open("wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst)
+        stamp.write_text(json.dumps(wanted))
+    return root_path
+
+
+def per_class_indices(labels: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:
+    """Indices of the first ``per_class`` examples of each class, in ascending order.
+
+    Deterministic (no random state), the same rule that made the shipped subset, so a subset of
+    a subset is reproducible.
+
+    Args:
+        labels: integer class labels, shape (n,).
+        per_class: how many examples of each class to keep, >= 1.
+        num_classes: classes are 0 .. num_classes - 1.
+
+    Returns:
+        int64 array of shape (num_classes * per_class,), sorted ascending.
+
+    Raises:
+        ValueError: ``labels`` is not 1-D, ``per_class`` < 1, or a class has fewer examples.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (n,), got {labels.shape}")
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    chosen = []
+    for label in range(num_classes):
+        where = np.flatnonzero(labels == label)
+        if len(where) < per_class:
+            raise ValueError(
+                f"class {label} has {len(where)} examples, fewer than per_class={per_class}"
+            )
+        chosen.append(where[:per_class])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def scale_images(images: np.ndarray, add_channel_axis: bool = True) -> np.ndarray:
+    """Scale uint8 pixels (0..255) to float32 in [0, 1], the course's ``x / 255``.
+
+    Args:
+        images: uint8 array of shape (n, 28, 28).
+        add_channel_axis: append a channel axis, giving (n, 28, 28, 1), Keras's channels-last.
+
+    Returns:
+        float32 array, values in [0, 1].
+
+    Raises:
+        ValueError: the array is not uint8 of shape (n, height, width).
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(
+            f"expected uint8 images of shape (n, height, width), got {images.dtype} {images.shape}"
+        )
+    scaled = images.astype(np.float32) / 255.0
+    return scaled[..., np.newaxis] if add_channel_axis else scaled

@@ -1,0 +1,280 @@
+"""Serve an MLflow model over REST from Python, and query it.
+
+:class:`ModelServer` runs the standard ``mlflow models serve -m <model uri> --env-manager local``
+in a subprocess bound to 127.0.0.1, on a free port unless one is given, waits until ``/ping``
+answers, and always stops the server: on ``stop()``, at the end of a ``with`` block (also when a
+cell inside it fails), when the Python process exits, and, through the kernel's death signal,
+when a notebook kernel is killed.
+
+:func:`predict` sends a numpy batch as ``{"inputs": [...]}`` to ``/invocations`` (MLflow's
+tensor input format) and returns the ``predictions`` as numpy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from dltrack.tracking import tracking_uri
+
+__all__ = ["ModelServer", "ServerStartError", "ServingError", "free_port", "invoke", "predict"]
+
+HOST = "127.0.0.1"
+
+
+class ServerStartError(RuntimeError):
+    """The model server did not come up; the message holds the end of its log."""
+
+
+class ServingError(RuntimeError):
+    """The server answered with an HTTP error; ``status`` and the server's ``message`` are kept."""
+
+    def __init__(self, status: int, message: str, body: str = "") -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port on ``host`` that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """New session (so stop() can signal the whole group) and SIGTERM when the parent dies."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _kill_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout)
+
+
+class ModelServer:
+    """``mlflow models serve`` for one model URI, as a context manager.
+
+    Example::
+
+        with ModelServer("models:/fmnist-image-classifier@champion") as server:
+            probabilities = predict(server.url, x_test[:1])
+
+    Args:
+        model_uri: any MLflow model URI: ``models:/<model_id>``, ``models:/<name>@<alias>``,
+            ``models:/<name>/<version>``, ``runs:/<run_id>/<path>``.
+        port: TCP port; ``None`` picks a free one. A given port that is in use raises
+            :class:`ServerStartError` before anything starts.
+        host: address to bind; 127.0.0.1 (this machine only) by default. See the README before
+            binding anything else: the server has no authentication.
+        timeout: seconds to wait for ``/ping``.
+        workers: uvicorn worker processes.
+        extra_env: extra environment variables for the server.
+    """
+
+    def __init__(
+        self,
+        model_uri: str,
+        port: int | None = None,
+        host: str = HOST,
+        timeout: float = 180.0,
+        workers: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.model_uri = model_uri
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.timeout = timeout
+        self.workers = workers
+        self.extra_env = dict(extra_env or {})
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        if self.port is None:
+            raise RuntimeError("server not started")
+        return f"http://{self.host}:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # mlflow starts `uvicorn` by name: put this interpreter's bin folder first on PATH, so a
+        # kernel running from a venv that is not activated still finds it.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        return env
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server's log (stdout and stderr)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def start(self) -> ModelServer:
+        """Start the server and wait until ``GET /ping`` answers 200.
+
+        Raises:
+            ServerStartError: the port is taken, the process exited, or ``/ping`` did not answer
+                within ``timeout`` seconds. The server is stopped and its log tail included.
+        """
+        if self.process is not None and self.process.poll() is None:
+            return self
+        if self.requested_port is not None and _port_in_use(self.host, self.requested_port):
+            raise ServerStartError(
+                f"port {self.requested_port} on {self.host} is already in use; stop what uses "
+                "it or pass port=None to pick a free port"
+            )
+        self.port = self.requested_port or free_port(self.host)
+        fd, log = tempfile.mkstemp(prefix="dltrack-serve-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(log)
+        command = [
+            sys.executable, "-m", "mlflow", "models", "serve",
+            "-m", self.model_uri,
+            "-h", self.host,
+            "-p", str(self.port),
+            "-w", str(self.workers),
+            "--env-manager", "local",
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
+                preexec_fn=_die_with_parent,
+            )
+        self._finalizer = weakref.finalize(self, _kill_group, self.process)
+        atexit.register(self._finalizer)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        exited = self.process.poll()
+        self.stop()
+        reason = (
+            f"exited with code {exited}"
+            if exited is not None
+            else (f"did not answer /ping within {self.timeout:.0f} s")
+        )
+        raise ServerStartError(
+            f"model server for {self.model_uri} on {self.host}:{self.port} {reason}. "
+            f"Server log ({self.log_path}), last lines:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server and every process it started (SIGTERM, then SIGKILL after 10 s)."""
+        if self.process is not None:
+            _kill_group(self.process)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        where = self.url if self.port else "-"
+        return f"ModelServer({self.model_uri!r}, {where}, {state})"
+
+
+def invoke(url: str, payload: Any, timeout: float = 60.0) -> Any:
+    """POST ``payload`` as JSON to ``<url>/invocations`` and return the decoded JSON reply.
+
+    Raises:
+        ServingError: the server answered 4xx or 5xx; carries its status and message.
+    """
+    response = requests.post(
+        f"{url.rstrip('/')}/invocations",
+        data=json.dumps(payload),
+        headers={"Content-Type": "application/json"},
+        timeout=timeout,
+    )
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        raise ServingError(response.status_code, message, response.text)
+    return response.json()
+
+
+def predict(url: str, batch: np.ndarray, timeout: float = 60.0) -> np.ndarray:
+    """Send a numpy batch as ``{"inputs": batch}`` and return ``predictions`` as numpy.
+
+    Args:
+        url: server base URL (:attr:`ModelServer.url`).
+        batch: the model's input, batch first, e.g. (n, 28, 28, 1) float32 for notebook 01 or
+            (n, 1, 28, 28) for notebook 02.
+
+    Returns:
+        The ``predictions`` of the reply as an array, e.g. (n, 10) float32.
+
+    Raises:
+        ServingError: the server rejected the request (e.g. wrong shape); the message says why.
+    """
+    reply = invoke(url, {"inputs": np.asarray(batch).tolist()}, timeout=timeout)
+    predictions = reply["predictions"] if isinstance(reply, dict) else reply
+    return np.asarray(predictions, dtype=np.float32)

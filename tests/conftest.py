@@ -1,0 +1,59 @@
+"""Test session set-up: a throw-away MLflow store and Keras cache, small notebook parameters.
+
+Set before any test module imports Keras or MLflow, and inherited by the notebook kernels that
+nbmake and ``tests/test_notebooks.py`` start, so ``make test`` never touches ``mlruns/`` or
+``~/.keras``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# One pytest process imports both frameworks. torchvision imported after TensorFlow crashes
+# the interpreter (TF 2.21, torch 2.14.1); the other order is fine. The notebooks each run in
+# their own kernel and are not affected.
+try:
+    import torchvision  # noqa: F401
+except ImportError:
+    pass
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="dltrack-tests-"))
+
+# Small, fast notebook runs unless the caller asks for more.
+_DEFAULTS = {
+    "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_DIR / 'mlruns' / 'mlflow.db'}",
+    "KERAS_HOME": str(_SESSION_DIR / "keras"),
+    "DLTRACK_EPOCHS": "2",
+    "DLTRACK_MAX_EPOCHS": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "HF_HUB_OFFLINE": "1",
+    "MPLBACKEND": "Agg",
+}
+for _key, _value in _DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+(_SESSION_DIR / "mlruns").mkdir(exist_ok=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite tracking store for one test; returns its URI."""
+    import mlflow
+
+    from dltrack import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.setup_tracking(uri)
+    yield uri
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    tracking.setup_tracking(_DEFAULTS["MLFLOW_TRACKING_URI"])

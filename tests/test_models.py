@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from dltrack.models import build_course_cnn  # noqa: E402 (after importorskip)
+
+
+def test_course_cnn_layers_and_output():
+    model = build_course_cnn(total_steps=10)
+    kinds = [layer.__class__.__name__ for layer in model.layers]
+    assert kinds == [
+        "Conv2D", "MaxPooling2D", "Dropout", "Conv2D", "Dropout",
+        "Flatten", "Dense", "Dropout", "Dense",
+    ]  # fmt: skip
+    conv1, _, drop1, conv2, drop2, _, dense1, drop3, dense2 = model.layers
+    assert conv1.filters == 32 and conv1.kernel_size == (3, 3)
+    assert conv1.kernel_initializer.__class__.__name__ == "HeNormal"
+    assert conv2.filters == 128 and dense1.units == 128 and dense2.units == 10
+    assert (drop1.rate, drop2.rate, drop3.rate) == (0.25, 0.4, 0.3)
+    # 28x28 -> conv 26x26x32 -> pool 13x13 -> conv 11x11x128 = 15,488 features
+    assert model.count_params() == 320 + 36992 + 15488 * 128 + 128 + 1290
+    out = model.predict(np.zeros((4, 28, 28, 1), np.float32), verbose=0)
+    assert out.shape == (4, 10) and np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    assert model.loss == "categorical_crossentropy"
+
+
+def test_schedules():
+    cosine = build_course_cnn(lr_schedule="cosine", total_steps=100)
+    rate = cosine.optimizer.learning_rate
+    assert float(cosine.optimizer._get_current_learning_rate()) == pytest.approx(1e-3)
+    constant = build_course_cnn(lr_schedule="constant")
+    assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert rate is not None
+
+
+def test_bad_schedule_arguments():
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        build_course_cnn(lr_schedule="step")
+    with pytest.raises(ValueError, match="needs total_steps"):
+        build_course_cnn(lr_schedule="cosine")
