@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 5000
+# Notebook 03's model: the Hub model by default; on machines with the shared folder beside the
+# project (no Hub access), the local stand-in. An explicit DLTRACK_SENTIMENT_MODEL wins.
+SHARED_SENTIMENT_MODEL := ../shared/models/sentiment-minilm
+ifneq ($(wildcard $(SHARED_SENTIMENT_MODEL)/config.json),)
+export DLTRACK_SENTIMENT_MODEL ?= $(SHARED_SENTIMENT_MODEL)
+endif
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
 
 .DEFAULT_GOAL := help

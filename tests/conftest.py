@@ -29,7 +29,6 @@ _DEFAULTS = {
     "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_DIR / 'mlruns' / 'mlflow.db'}",
     "KERAS_HOME": str(_SESSION_DIR / "keras"),
     "DLTRACK_EPOCHS": "2",
-    "DLTRACK_MAX_EPOCHS": "2",
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "HF_HUB_OFFLINE": "1",
     "MPLBACKEND": "Agg",
@@ -57,3 +56,15 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     if mlflow.active_run() is not None:
         mlflow.end_run()
     tracking.setup_tracking(_DEFAULTS["MLFLOW_TRACKING_URI"])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip notebook 03 under nbmake where no sentiment model can be loaded (offline, no local
+    model): the skip reason says how to point at one."""
+    from dltrack import hf
+
+    for item in items:
+        if item.path.suffix == ".ipynb" and item.path.name.startswith("03_"):
+            ok, why = hf.model_availability()
+            if not ok:
+                item.add_marker(pytest.mark.skip(reason=why))

@@ -139,3 +139,24 @@ def test_scale_images_rejects_floats():
 def test_class_names():
     assert len(data.CLASS_NAMES) == 10
     assert data.CLASS_NAMES[0] == "T-shirt/top" and data.CLASS_NAMES[9] == "Ankle boot"
+
+
+def test_as_image_batch_casts_float64_and_tensors():
+    batch = data.as_image_batch(np.random.default_rng(0).random((2, 1, 28, 28)), (1, 28, 28))
+    assert batch.dtype == np.float32 and batch.shape == (2, 1, 28, 28)
+    torch = pytest.importorskip("torch")
+    assert data.as_image_batch(torch.zeros(3, 28, 28, 1), (28, 28, 1)).shape == (3, 28, 28, 1)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((1, 28, 28)), r"shape \(n, 1, 28, 28\)"),
+        (np.zeros((0, 1, 28, 28)), "n >= 1"),
+        (np.full((1, 1, 28, 28), np.nan), "NaN"),
+        ([["a"]], "expected numbers"),
+    ],
+)
+def test_as_image_batch_rejects_with_clear_message(bad, message):
+    with pytest.raises(ValueError, match=message):
+        data.as_image_batch(bad, (1, 28, 28))

@@ -61,6 +61,7 @@ def test_wrong_shape_is_a_clear_4xx(server):
     assert caught.value.status == 400
     assert "shape" in caught.value.message.lower()
     assert "(-1, 28, 28, 1)" in caught.value.message
+    assert caught.value.reason.startswith("Shape of input (1, 20, 28, 1) does not match")
     # and the server still answers a good request
     assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
     assert serving.predict(server.url, np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)

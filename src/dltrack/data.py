@@ -307,3 +307,37 @@ def scale_images(images: np.ndarray, add_channel_axis: bool = True) -> np.ndarra
         )
     scaled = images.astype(np.float32) / 255.0
     return scaled[..., np.newaxis] if add_channel_axis else scaled
+
+
+def as_image_batch(images: object, image_shape: tuple[int, ...]) -> np.ndarray:
+    """A model-ready batch: float32, C-contiguous, shape (n, *image_shape).
+
+    The logged models' signatures declare float32 tensors. NumPy makes float64 by default
+    (``np.random.rand``, arithmetic on ints), and MLflow rejects float64 with a long schema
+    error that prints the whole array; this converts first, and rejects what cannot be made
+    to fit with a short message.
+
+    Args:
+        images: array-like (numpy array, torch tensor, nested lists) of pixel values in [0, 1].
+        image_shape: one image's shape, e.g. (28, 28, 1) for Keras or (1, 28, 28) for PyTorch.
+
+    Returns:
+        float32 array of shape (n, *image_shape).
+
+    Raises:
+        ValueError: the shape is not (n, *image_shape), n is 0, or values are not finite.
+    """
+    if hasattr(images, "detach"):  # a torch tensor
+        images = images.detach().cpu().numpy()
+    try:
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"expected numbers of shape (n, {image_shape}), got {err}") from None
+    if batch.shape[1:] != tuple(image_shape) or batch.shape[0] == 0:
+        raise ValueError(
+            f"expected a batch of shape (n, {', '.join(map(str, image_shape))}) with n >= 1, "
+            f"got {batch.shape}"
+        )
+    if not np.isfinite(batch).all():
+        raise ValueError("images contain NaN or infinite values")
+    return batch

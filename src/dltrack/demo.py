@@ -93,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     since = int(time.time() * 1000)
     failed = []
     for path in notebooks:
+        if path.name.startswith("03_"):
+            from dltrack import hf
+
+            ok, why = hf.model_availability()
+            if not ok:
+                print(f"skipping {path.name}: {why}")
+                continue
         started = time.perf_counter()
         print(f"running {path.relative_to(root)} ...", flush=True)
         try:

@@ -49,6 +49,16 @@ class ServingError(RuntimeError):
         self.message = message
         self.body = body
 
+    @property
+    def reason(self) -> str:
+        """The server's message without the echo of the request data.
+
+        MLflow's schema errors read "Failed to enforce schema of data '<the whole array>' with
+        schema '...'. Error: <reason>"; this returns the part after the last "Error: ".
+        """
+        head, sep, tail = self.message.rpartition("Error: ")
+        return tail.strip() if sep else self.message
+
 
 def free_port(host: str = HOST) -> int:
     """A TCP port on ``host`` that is free now (the OS picks it)."""

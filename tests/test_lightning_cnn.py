@@ -1,0 +1,101 @@
+import mlflow
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+L = pytest.importorskip("lightning")
+
+from mlflow.models import ModelSignature  # noqa: E402
+from mlflow.types import Schema, TensorSpec  # noqa: E402
+from torch import nn  # noqa: E402
+
+from dltrack import tracking  # noqa: E402
+from dltrack.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule  # noqa: E402
+
+
+def test_course_network_shapes_and_size():
+    model = FashionMNISTCNN()
+    logits = model(torch.zeros(4, 1, 28, 28))
+    assert logits.shape == (4, 10) and logits.dtype == torch.float32
+    # conv 320 + bn 64 + conv 18,496 + bn 128 + fc 1,383,000 + 72,120 + 1,210
+    assert sum(p.numel() for p in model.parameters()) == 1_475_338
+    assert model.fc1.in_features == 64 * 6 * 6
+    assert isinstance(model.drop, nn.Dropout)
+
+
+def test_course_settings_one_parameter_away():
+    course = FashionMNISTCNN(learning_rate=0.02, dropout="dropout2d")
+    assert isinstance(course.drop, nn.Dropout2d)
+    assert course.configure_optimizers().param_groups[0]["lr"] == 0.02
+    with pytest.raises(ValueError, match="dropout must be"):
+        FashionMNISTCNN(dropout="none")
+
+
+@pytest.fixture(scope="module")
+def datamodule(tmp_path_factory):
+    dm = FashionMNISTDataModule(root=tmp_path_factory.mktemp("tv"), seed=0)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def test_datamodule_split_and_batches(datamodule):
+    from torchvision import datasets, transforms
+
+    assert (len(datamodule.train_set), len(datamodule.val_set)) == (1833, 167)  # 11:1 of 2,000
+    assert len(datamodule.test_set) == 500
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (64, 1, 28, 28) and images.dtype == torch.float32
+    assert labels.shape == (64,) and labels.dtype == torch.int64
+    # same values as the course's ToTensor() pipeline
+    reference = datasets.FashionMNIST(datamodule.root, train=False, transform=transforms.ToTensor())
+    assert torch.equal(datamodule.test_set.tensors[0][3], reference[3][0])
+    assert int(datamodule.test_set.tensors[1][3]) == reference[3][1]
+
+
+def test_split_is_seeded(datamodule):
+    again = FashionMNISTDataModule(root=datamodule.root, seed=0)
+    again.setup()
+    assert again.val_set.indices == datamodule.val_set.indices
+
+
+def test_steps_log_loss_and_accuracy(datamodule):
+    L.seed_everything(0)
+    model = FashionMNISTCNN()
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=5, limit_val_batches=2, limit_test_batches=2,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(trainer.callback_metrics)
+    (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    assert set(result) == {"test_loss", "test_acc"} and 0.0 <= result["test_acc"] <= 1.0
+    loader = torch.utils.data.DataLoader(datamodule.test_set.tensors[0][:8], batch_size=8)
+    (logits,) = trainer.predict(model, loader)
+    assert logits.shape == (8, 10)
+
+
+def test_pt2_model_accepts_any_batch_size(mlflow_store):
+    tracking.get_or_create_experiment("test-pt2")
+    torch.manual_seed(0)
+    model = FashionMNISTCNN().eval()
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+    )
+    example = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model-cnn",
+            signature=signature,
+            input_example=example,
+            serialization_format="pt2",
+        )
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    for n in (1, 64, 256):
+        batch = np.random.default_rng(n).random((n, 1, 28, 28), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).numpy()
+        np.testing.assert_allclose(loaded.predict(batch), expected, atol=1e-5)
