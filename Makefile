@@ -12,7 +12,8 @@ endif
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit lint ui bench-train clean clean-runs
+AZ_VENV ?= .venv-azureml
+.PHONY: help setup setup-azure-server demo test test-unit lint ui bench-train bench-serve clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +23,12 @@ setup: ## Create .venv and install dltrack with every extra, at the pinned versi
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) -e ".[all]"
 	@$(PY) -c "import dltrack, mlflow; print('dltrack', dltrack.__version__, '| mlflow', mlflow.__version__, '| ready')"
+	$(MAKE) setup-azure-server
+
+setup-azure-server: ## Create .venv-azureml with Azure ML's inference server (for the local Azure contract test)
+	$(PYTHON) -m venv $(AZ_VENV)
+	$(AZ_VENV)/bin/python -m pip install --disable-pip-version-check --upgrade pip
+	$(AZ_VENV)/bin/python -m pip install --disable-pip-version-check -r requirements/azureml-server.txt
 
 demo: ## Run the notebooks headless on the shipped subset and report runs, models and REST checks
 	$(PY) -m dltrack.demo

@@ -103,45 +103,42 @@ def _kill_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
         process.wait(timeout)
 
 
-class ModelServer:
-    """``mlflow models serve`` for one model URI, as a context manager.
-
-    Example::
-
-        with ModelServer("models:/fmnist-image-classifier@champion") as server:
-            probabilities = predict(server.url, x_test[:1])
+class BackgroundServer:
+    """A local HTTP server in a subprocess: started on 127.0.0.1 (a free port unless one is
+    given), ready when ``GET <ready_path>`` answers 200, always stopped with every process it
+    started. Subclasses say what to run (:meth:`command`).
 
     Args:
-        model_uri: any MLflow model URI: ``models:/<model_id>``, ``models:/<name>@<alias>``,
-            ``models:/<name>/<version>``, ``runs:/<run_id>/<path>``.
         port: TCP port; ``None`` picks a free one. A given port that is in use raises
             :class:`ServerStartError` before anything starts.
         host: address to bind; 127.0.0.1 (this machine only) by default. See the README before
-            binding anything else: the server has no authentication.
-        timeout: seconds to wait for ``/ping``.
-        workers: uvicorn worker processes.
+            binding anything else: these servers have no authentication.
+        timeout: seconds to wait until the server is ready.
         extra_env: extra environment variables for the server.
     """
 
+    ready_path = "/ping"
+    name = "server"
+
     def __init__(
         self,
-        model_uri: str,
         port: int | None = None,
         host: str = HOST,
         timeout: float = 180.0,
-        workers: int = 1,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        self.model_uri = model_uri
         self.host = host
         self.requested_port = port
         self.port: int | None = None
         self.timeout = timeout
-        self.workers = workers
         self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self._finalizer: weakref.finalize | None = None
+
+    def command(self) -> list[str]:
+        """The command line to run; ``self.host`` and ``self.port`` are set."""
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
@@ -152,8 +149,8 @@ class ModelServer:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # mlflow starts `uvicorn` by name: put this interpreter's bin folder first on PATH, so a
-        # kernel running from a venv that is not activated still finds it.
+        # Servers are started by name (mlflow starts `uvicorn`): put this interpreter's bin
+        # folder first on PATH, so a kernel running from a venv that is not activated works.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
         env["PYTHONUNBUFFERED"] = "1"
@@ -167,12 +164,12 @@ class ModelServer:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
-    def start(self) -> ModelServer:
-        """Start the server and wait until ``GET /ping`` answers 200.
+    def start(self) -> BackgroundServer:
+        """Start the server and wait until ``GET <ready_path>`` answers 200.
 
         Raises:
-            ServerStartError: the port is taken, the process exited, or ``/ping`` did not answer
-                within ``timeout`` seconds. The server is stopped and its log tail included.
+            ServerStartError: the port is taken, the process exited, or the server was not
+                ready within ``timeout`` seconds. The server is stopped and its log tail included.
         """
         if self.process is not None and self.process.poll() is None:
             return self
@@ -182,20 +179,12 @@ class ModelServer:
                 "it or pass port=None to pick a free port"
             )
         self.port = self.requested_port or free_port(self.host)
-        fd, log = tempfile.mkstemp(prefix="dltrack-serve-", suffix=".log")
+        fd, log = tempfile.mkstemp(prefix=f"dltrack-{self.name}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log)
-        command = [
-            sys.executable, "-m", "mlflow", "models", "serve",
-            "-m", self.model_uri,
-            "-h", self.host,
-            "-p", str(self.port),
-            "-w", str(self.workers),
-            "--env-manager", "local",
-        ]  # fmt: skip
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                command,
+                self.command(),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -209,7 +198,7 @@ class ModelServer:
             if self.process.poll() is not None:
                 break
             try:
-                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
@@ -219,10 +208,10 @@ class ModelServer:
         reason = (
             f"exited with code {exited}"
             if exited is not None
-            else (f"did not answer /ping within {self.timeout:.0f} s")
+            else f"was not ready within {self.timeout:.0f} s"
         )
         raise ServerStartError(
-            f"model server for {self.model_uri} on {self.host}:{self.port} {reason}. "
+            f"{self!r} on {self.host}:{self.port} {reason}. "
             f"Server log ({self.log_path}), last lines:\n{self.log_tail()}"
         )
 
@@ -238,11 +227,49 @@ class ModelServer:
         """True while the server process is alive."""
         return self.process is not None and self.process.poll() is None
 
-    def __enter__(self) -> ModelServer:
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        where = self.url if self.port else "-"
+        return f"{type(self).__name__}({where}, {state})"
+
+
+class ModelServer(BackgroundServer):
+    """``mlflow models serve -m <model uri> --env-manager local``, as a context manager.
+
+    Example::
+
+        with ModelServer("models:/fmnist-keras-cnn@champion") as server:
+            probabilities = predict(server.url, x_test[:1])
+
+    Args:
+        model_uri: any MLflow model URI: ``models:/<model_id>``, ``models:/<name>@<alias>``,
+            ``models:/<name>/<version>``, ``runs:/<run_id>/<path>``.
+        workers: uvicorn worker processes.
+        **kwargs: ``port``, ``host``, ``timeout``, ``extra_env`` of :class:`BackgroundServer`.
+    """
+
+    name = "mlflow-serve"
+
+    def __init__(self, model_uri: str, workers: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_uri = model_uri
+        self.workers = workers
+
+    def command(self) -> list[str]:  # noqa: D102
+        return [
+            sys.executable, "-m", "mlflow", "models", "serve",
+            "-m", self.model_uri,
+            "-h", self.host,
+            "-p", str(self.port),
+            "-w", str(self.workers),
+            "--env-manager", "local",
+        ]  # fmt: skip
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
