@@ -47,8 +47,11 @@ ui: ## Open the MLflow UI on the project's store (http://127.0.0.1:$(PORT))
 	  --backend-store-uri "$$($(PY) -c 'from dltrack import tracking; print(tracking.tracking_uri())')" \
 	  --default-artifact-root "$$($(PY) -c 'from dltrack import tracking; print(tracking.artifact_root())')"
 
-bench-train: ## Benchmark: train the notebook models on the full data set (slow, see README)
-	$(PY) benchmarks/train_bench.py
+bench-train: ## Benchmark: train the notebook models on the full data set, with and without MLflow (about 30 min)
+	$(PY) benchmarks/train_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
+
+bench-serve: ## Benchmark: REST latency and throughput, course-logged vs dltrack-logged models (about 3 min)
+	$(PY) benchmarks/serve_bench.py
 
 clean: ## Remove executed notebooks, caches and build output (keeps the MLflow store)
 	rm -rf build .pytest_cache data/.cache

@@ -68,3 +68,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             ok, why = hf.model_availability()
             if not ok:
                 item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture(scope="session")
+def logged_cnn():
+    """The course CNN (untrained, seeded) logged with ``mlflow.tensorflow.log_model`` and a
+    signature, in the session store; returns (keras model, model URI)."""
+    keras = pytest.importorskip("keras")
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from dltrack import tracking
+    from dltrack.models import build_course_cnn
+
+    tracking.setup_tracking()
+    tracking.get_or_create_experiment("tests-course-cnn")
+    keras.utils.set_random_seed(0)
+    model = build_course_cnn(lr_schedule="constant")
+    example = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    with mlflow.start_run():
+        info = mlflow.tensorflow.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict(example, verbose=0)),
+        )
+    return model, info.model_uri

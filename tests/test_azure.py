@@ -5,10 +5,8 @@ import json
 import os
 import subprocess
 
-import mlflow
 import numpy as np
 import pytest
-from mlflow.models import infer_signature
 
 from dltrack import azure_deploy as azure
 from dltrack import serving, tracking
@@ -90,23 +88,10 @@ def test_payload_and_decoding():
 
 
 @pytest.fixture(scope="module")
-def registered_cnn():
-    """The course CNN (untrained, seeded) logged and registered as fmnist-azure-test@champion."""
-    from dltrack.models import build_course_cnn
-
-    tracking.setup_tracking()
-    tracking.get_or_create_experiment("test-azure")
-    keras.utils.set_random_seed(0)
-    model = build_course_cnn(lr_schedule="constant")
-    example = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
-    with mlflow.start_run():
-        info = mlflow.tensorflow.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, model.predict(example, verbose=0)),
-        )
-    version = tracking.register_model(info.model_uri, "fmnist-azure-test", alias="champion")
-    return model, version
+def registered_cnn(logged_cnn):
+    """The shared course CNN registered as fmnist-azure-test@champion; (model, version)."""
+    model, model_uri = logged_cnn
+    return model, tracking.register_model(model_uri, "fmnist-azure-test", alias="champion")
 
 
 def test_specs_name_model_alias_instance_and_auth(registered_cnn, tmp_path, monkeypatch):

@@ -153,10 +153,11 @@ def test_as_image_batch_casts_float64_and_tensors():
     [
         (np.zeros((1, 28, 28)), r"shape \(n, 1, 28, 28\)"),
         (np.zeros((0, 1, 28, 28)), "n >= 1"),
+        (np.zeros((5, 1, 28, 28)), "at most 4 images"),
         (np.full((1, 1, 28, 28), np.nan), "NaN"),
-        ([["a"]], "expected numbers"),
+        ([["a"]], "not numbers"),
     ],
 )
 def test_as_image_batch_rejects_with_clear_message(bad, message):
     with pytest.raises(ValueError, match=message):
-        data.as_image_batch(bad, (1, 28, 28))
+        data.as_image_batch(bad, (1, 28, 28), max_batch=4)

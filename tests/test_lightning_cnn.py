@@ -24,11 +24,13 @@ def test_course_network_shapes_and_size():
 
 
 def test_course_settings_one_parameter_away():
-    course = FashionMNISTCNN(learning_rate=0.02, dropout="dropout2d")
+    course = FashionMNISTCNN(learning_rate=0.02, dropout="dropout2d", lr_schedule="constant")
     assert isinstance(course.drop, nn.Dropout2d)
     assert course.configure_optimizers().param_groups[0]["lr"] == 0.02
     with pytest.raises(ValueError, match="dropout must be"):
         FashionMNISTCNN(dropout="none")
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        FashionMNISTCNN(lr_schedule="step")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,8 @@ def test_steps_log_loss_and_accuracy(datamodule):
     )  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(trainer.callback_metrics)
+    # the cosine schedule has run down to 0 over the 5 steps
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
     assert set(result) == {"test_loss", "test_acc"} and 0.0 <= result["test_acc"] <= 1.0
     loader = torch.utils.data.DataLoader(datamodule.test_set.tensors[0][:8], batch_size=8)

@@ -23,6 +23,8 @@ def test_course_cnn_layers_and_output():
     out = model.predict(np.zeros((4, 28, 28, 1), np.float32), verbose=0)
     assert out.shape == (4, 10) and np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
     assert model.loss == "categorical_crossentropy"
+    assert model.steps_per_execution == 64
+    assert build_course_cnn(total_steps=10, steps_per_execution=1).steps_per_execution == 1
 
 
 def test_schedules():

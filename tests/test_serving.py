@@ -3,36 +3,15 @@
 import os
 import socket
 
-import mlflow
 import numpy as np
 import psutil
 import pytest
 import requests
-from mlflow.models import infer_signature
 
-from dltrack import serving, tracking
+from dltrack import serving
 
 keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.serving
-
-
-@pytest.fixture(scope="module")
-def logged_cnn():
-    """The course CNN (untrained, seeded) logged with a signature; returns (model, model_uri)."""
-    from dltrack.models import build_course_cnn
-
-    tracking.setup_tracking()
-    tracking.get_or_create_experiment("test-serving")
-    keras.utils.set_random_seed(0)
-    model = build_course_cnn(lr_schedule="constant")
-    example = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
-    with mlflow.start_run():
-        info = mlflow.tensorflow.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, model.predict(example, verbose=0)),
-        )
-    return model, info.model_uri
 
 
 @pytest.fixture(scope="module")

@@ -309,7 +309,9 @@ def scale_images(images: np.ndarray, add_channel_axis: bool = True) -> np.ndarra
     return scaled[..., np.newaxis] if add_channel_axis else scaled
 
 
-def as_image_batch(images: object, image_shape: tuple[int, ...]) -> np.ndarray:
+def as_image_batch(
+    images: object, image_shape: tuple[int, ...], max_batch: int | None = None
+) -> np.ndarray:
     """A model-ready batch: float32, C-contiguous, shape (n, *image_shape).
 
     The logged models' signatures declare float32 tensors. NumPy makes float64 by default
@@ -320,24 +322,29 @@ def as_image_batch(images: object, image_shape: tuple[int, ...]) -> np.ndarray:
     Args:
         images: array-like (numpy array, torch tensor, nested lists) of pixel values in [0, 1].
         image_shape: one image's shape, e.g. (28, 28, 1) for Keras or (1, 28, 28) for PyTorch.
+        max_batch: largest n accepted (``None``: no limit).
 
     Returns:
         float32 array of shape (n, *image_shape).
 
     Raises:
-        ValueError: the shape is not (n, *image_shape), n is 0, or values are not finite.
+        ValueError: not numbers, the shape is not (n, *image_shape), n is 0 or above
+            ``max_batch``, or values are NaN or infinite. The message says what was expected.
     """
     if hasattr(images, "detach"):  # a torch tensor
         images = images.detach().cpu().numpy()
+    expected = f"a batch of shape (n, {', '.join(map(str, image_shape))}) float32 pixel values"
     try:
         batch = np.ascontiguousarray(images, dtype=np.float32)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"expected numbers of shape (n, {image_shape}), got {err}") from None
+        raise ValueError(f"expected {expected}; got values that are not numbers ({err})") from None
     if batch.shape[1:] != tuple(image_shape) or batch.shape[0] == 0:
+        raise ValueError(f"expected {expected} with n >= 1, got shape {batch.shape}")
+    if max_batch is not None and batch.shape[0] > max_batch:
         raise ValueError(
-            f"expected a batch of shape (n, {', '.join(map(str, image_shape))}) with n >= 1, "
-            f"got {batch.shape}"
+            f"expected at most {max_batch} images per request, got {batch.shape[0]}; "
+            "split the batch"
         )
     if not np.isfinite(batch).all():
-        raise ValueError("images contain NaN or infinite values")
+        raise ValueError(f"expected {expected}; got NaN or infinite values")
     return batch

@@ -14,6 +14,10 @@ Two course defects are fixed, each one parameter away:
 - ``learning_rate=1e-3``: the course used Adam with 0.02, twenty times Adam's usual rate, and got
   84.9 % test accuracy. ``COURSE_LEARNING_RATE`` restores it.
 
+Beyond the course, ``lr_schedule="cosine"`` decays the rate to 0 along a cosine over the run
+(as notebook 01 does): 92.7 % test accuracy after 5 epochs on the full data, against 91.1 % with
+a constant 1e-3 (``lr_schedule="constant"``, measured here; benchmarks/train_bench.py).
+
 Data: torchvision's ``FashionMNIST`` (fed offline by :mod:`dltrack.data`), a seeded random
 55,000/5,000 train/validation split (the same 11:1 proportion for subsets), batches of 64.
 For speed the training loaders read torchvision's already-decoded uint8 tensors
@@ -38,6 +42,7 @@ from dltrack.data import prepare_torchvision_fashion_mnist
 __all__ = ["COURSE_LEARNING_RATE", "FashionMNISTDataModule", "FashionMNISTCNN"]
 
 COURSE_LEARNING_RATE = 0.02
+LR_SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 class FashionMNISTCNN(L.LightningModule):
@@ -47,9 +52,11 @@ class FashionMNISTCNN(L.LightningModule):
         learning_rate: Adam's learning rate (course: 0.02, see module docstring).
         dropout: "dropout" (``nn.Dropout``) or "dropout2d" (the course's ``nn.Dropout2d``).
         num_classes: output width.
+        lr_schedule: "cosine" (default), "onecycle" or "constant" (the course); see
+            :meth:`configure_optimizers`.
 
     Raises:
-        ValueError: unknown ``dropout``.
+        ValueError: unknown ``dropout`` or ``lr_schedule``.
     """
 
     def __init__(
@@ -57,10 +64,13 @@ class FashionMNISTCNN(L.LightningModule):
         learning_rate: float = 1e-3,
         dropout: Literal["dropout", "dropout2d"] = "dropout",
         num_classes: int = 10,
+        lr_schedule: Literal["cosine", "onecycle", "constant"] = "cosine",
     ) -> None:
         super().__init__()
         if dropout not in ("dropout", "dropout2d"):
             raise ValueError(f"dropout must be 'dropout' or 'dropout2d', got {dropout!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.save_hyperparameters()
         self.layer1 = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=3, padding=1),
@@ -113,8 +123,24 @@ class FashionMNISTCNN(L.LightningModule):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(images)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:  # noqa: D102
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+    def configure_optimizers(self):
+        """Adam; with "cosine" the rate decays to 0 along a cosine over all training steps,
+        with "onecycle" it warms up to ``learning_rate`` then anneals (``OneCycleLR``), with
+        "constant" it stays at ``learning_rate`` (the course)."""
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        if self.hparams.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        else:
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=self.hparams.learning_rate, total_steps=steps
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 def _as_tensors(dataset) -> TensorDataset:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import requests
 
 from dltrack.tracking import tracking_uri
@@ -283,9 +284,13 @@ def invoke(url: str, payload: Any, timeout: float = 60.0) -> Any:
     Raises:
         ServingError: the server answered 4xx or 5xx; carries its status and message.
     """
+    return _post(url, json.dumps(payload).encode(), timeout)
+
+
+def _post(url: str, body: bytes, timeout: float) -> Any:
     response = requests.post(
         f"{url.rstrip('/')}/invocations",
-        data=json.dumps(payload),
+        data=body,
         headers={"Content-Type": "application/json"},
         timeout=timeout,
     )
@@ -296,6 +301,17 @@ def invoke(url: str, payload: Any, timeout: float = 60.0) -> Any:
             message = response.text
         raise ServingError(response.status_code, message, response.text)
     return response.json()
+
+
+def inputs_json(batch: np.ndarray) -> bytes:
+    """The request body ``{"inputs": batch}`` as compact JSON.
+
+    orjson writes each float32 with the shortest decimal that reads back to the same float32
+    ("0.003921569", not ``tolist()``'s "0.003921568859368563"), so the body is about half as
+    long and the server parses it faster, while the model gets exactly the same values.
+    """
+    array = np.ascontiguousarray(batch)
+    return orjson.dumps({"inputs": array}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def predict(url: str, batch: np.ndarray, timeout: float = 60.0) -> np.ndarray:
@@ -312,6 +328,6 @@ def predict(url: str, batch: np.ndarray, timeout: float = 60.0) -> np.ndarray:
     Raises:
         ServingError: the server rejected the request (e.g. wrong shape); the message says why.
     """
-    reply = invoke(url, {"inputs": np.asarray(batch).tolist()}, timeout=timeout)
+    reply = _post(url, inputs_json(np.asarray(batch)), timeout)
     predictions = reply["predictions"] if isinstance(reply, dict) else reply
     return np.asarray(predictions, dtype=np.float32)

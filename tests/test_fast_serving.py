@@ -1,0 +1,78 @@
+"""dltrack.fast_serving: the faster-serving models give the framework's own predictions."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from dltrack import fast_serving, serving, tracking
+
+OUT = Schema([TensorSpec(np.dtype(np.float32), (-1, 10))])
+
+
+def test_inputs_json_is_exact_and_shorter():
+    batch = (np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)) / 255).astype(np.float32)
+    body = serving.inputs_json(batch)
+    decoded = np.asarray(json.loads(body)["inputs"], dtype=np.float32)
+    assert np.array_equal(decoded, batch)  # the same float32 values
+    assert len(body) < 0.7 * len(json.dumps({"inputs": batch.tolist()}))
+
+
+def test_keras_model_served_by_one_forward_pass(mlflow_store):
+    keras = pytest.importorskip("keras")
+    from dltrack.models import build_course_cnn
+
+    tracking.get_or_create_experiment("test-fast-keras")
+    keras.utils.set_random_seed(0)
+    model = build_course_cnn(lr_schedule="constant")
+    signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1))]), OUT)
+    rng = np.random.default_rng(0)
+    with mlflow.start_run():
+        info = fast_serving.log_keras_for_serving(
+            model,
+            name="fast",
+            signature=signature,
+            input_example=rng.random((2, 28, 28, 1), dtype=np.float32),
+        )
+    assert "python_function" in info.flavors
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    for n in (1, 256):
+        batch = rng.random((n, 28, 28, 1), dtype=np.float32)
+        np.testing.assert_allclose(
+            loaded.predict(batch), np.asarray(model(batch, training=False)), atol=1e-5
+        )
+
+
+def test_torch_model_served_by_exported_program(mlflow_store):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lightning")
+    from dltrack.lightning_cnn import FashionMNISTCNN
+
+    tracking.get_or_create_experiment("test-fast-torch")
+    torch.manual_seed(0)
+    model = FashionMNISTCNN()
+    model.train()
+    signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]), OUT)
+    rng = np.random.default_rng(0)
+    with mlflow.start_run():
+        info = fast_serving.log_torch_for_serving(
+            model,
+            name="fast",
+            signature=signature,
+            input_example=rng.random((4, 1, 28, 28), dtype=np.float32),
+        )
+    assert model.training  # the caller's mode is restored
+    model.eval()
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    for n in (1, 64, 256):
+        batch = rng.random((n, 1, 28, 28), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).numpy()
+        np.testing.assert_allclose(loaded.predict(batch), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        fast_serving.log_torch_for_serving(
+            model, name="x", signature=signature, input_example=batch[:1]
+        )
