@@ -45,7 +45,7 @@ lint: ## ruff on the package and the tests
 ui: ## Open the MLflow UI on the project's store (http://127.0.0.1:$(PORT))
 	$(PY) -m mlflow ui --host 127.0.0.1 --port $(PORT) \
 	  --backend-store-uri "$$($(PY) -c 'from dltrack import tracking; print(tracking.tracking_uri())')" \
-	  --default-artifact-root "$$($(PY) -c 'from dltrack import tracking; print(tracking.artifact_root())')"
+	  $$($(PY) -c 'from dltrack import tracking; r = tracking.artifact_root(); print(f"--default-artifact-root {r}" if r else "")')
 
 bench-train: ## Benchmark: train the notebook models on the full data set, with and without MLflow (about 30 min)
 	$(PY) benchmarks/train_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
@@ -58,5 +58,5 @@ clean: ## Remove executed notebooks, caches and build output (keeps the MLflow s
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 	find notebooks -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +
 
-clean-runs: ## Delete the project's MLflow store (runs, models, artifacts) in mlruns/
+clean-runs: ## Delete the project's default MLflow store in mlruns/ (not one MLFLOW_TRACKING_URI points elsewhere)
 	rm -rf mlruns/mlflow.db mlruns/artifacts

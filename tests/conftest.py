@@ -30,12 +30,14 @@ _DEFAULTS = {
     "KERAS_HOME": str(_SESSION_DIR / "keras"),
     "DLTRACK_EPOCHS": "2",
     "TF_CPP_MIN_LOG_LEVEL": "2",
-    "HF_HUB_OFFLINE": "1",
     "MPLBACKEND": "Agg",
 }
 for _key, _value in _DEFAULTS.items():
     os.environ.setdefault(_key, _value)
 (_SESSION_DIR / "mlruns").mkdir(exist_ok=True)
+# A local sentiment model needs no Hub: keep huggingface_hub from trying it.
+if os.environ.get("DLTRACK_SENTIMENT_MODEL"):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -125,3 +125,9 @@ def test_logged_real_model_gives_the_course_labels(mlflow_store, real_model):
         assert (local / "model_card.md").read_text().strip()
     predictions = mlflow.pyfunc.load_model(info.model_uri).predict(list(hf.COURSE_SENTENCES))
     assert predictions["label"].tolist() == list(hf.COURSE_SENTENCES.values())
+
+
+def test_misspelled_folder_is_reported_not_crashed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ok, message = hf.model_availability("../no/such/model-folder")
+    assert not ok and "neither an existing model folder nor a Hub model id" in message

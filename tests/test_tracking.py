@@ -115,3 +115,9 @@ def test_register_model_moves_alias(mlflow_store):
     assert str(MlflowClient().get_model_version_by_alias("echo", "champion").version) == "2"
     summary = tracking.summarize_run(versions[-1].run_id)
     assert summary.model_uris == [info.model_uri]
+
+
+def test_relative_sqlite_uri_is_taken_from_the_current_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.artifact_root("sqlite:///mlflow.db") == (tmp_path / "artifacts").as_uri()
+    assert tracking.artifact_root("sqlite:////abs/dir/mlflow.db") == "file:///abs/dir/artifacts"

@@ -140,7 +140,9 @@ def download_registered_model(name: str, alias: str, dst: str | os.PathLike[str]
 
     try:
         version = MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
         raise LookupError(
             f"no registered model {name!r} with alias {alias!r} in {mlflow.get_tracking_uri()}: "
             "run notebook 01 first (it registers the model and sets the alias)"
@@ -149,7 +151,10 @@ def download_registered_model(name: str, alias: str, dst: str | os.PathLike[str]
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    local = mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}", dst_path=str(target))
+    # the version just looked up, not the alias again: the alias may move meanwhile
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{name}/{version.version}", dst_path=str(target)
+    )
     return Path(local), version
 
 

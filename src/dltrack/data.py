@@ -40,6 +40,7 @@ __all__ = [
     "prepare_keras_fashion_mnist",
     "prepare_torchvision_fashion_mnist",
     "scale_images",
+    "as_image_batch",
     "verify_fashion_mnist",
 ]
 
@@ -167,10 +168,12 @@ def _keras_home() -> Path:
             base = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
     else:
         base = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
-    base.mkdir(parents=True, exist_ok=True)
-    if not os.access(base, os.W_OK):  # the same fallback as keras.utils.get_file
-        base = Path("/tmp/.keras")
-    return base
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        writable = os.access(base, os.W_OK)
+    except OSError:
+        writable = False
+    return base if writable else Path("/tmp/.keras")  # the same fallback as keras.utils.get_file
 
 
 def _link(source: Path, target: Path) -> None:

@@ -72,7 +72,8 @@ def resolve_sentiment_model(model: str | os.PathLike[str] | None = None) -> str:
 def _how_to_fix(name: str) -> str:
     return (
         f"Point {ENV_VAR} (or SENTIMENT_MODEL in the parameters cell) at a local model folder in "
-        f"Transformers format, e.g. `export {ENV_VAR}=../shared/models/sentiment-minilm`, or "
+        f"Transformers format (e.g. `export {ENV_VAR}=/path/to/model-folder`; on this project's "
+        f"machines ../shared/models/sentiment-minilm), or "
         f"download {name!r} once where the Hub is reachable (it is then cached)."
     )
 
@@ -95,7 +96,15 @@ def model_availability(model: str | None = None) -> tuple[bool, str]:
         )
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # huggingface_hub's HFValidationError: neither a folder nor a Hub id
+        return (
+            False,
+            f"{name!r} is neither an existing model folder nor a Hub model id. "
+            + _how_to_fix(name),
+        )
+    if isinstance(cached, str):
         return True, name
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
         return (
@@ -107,11 +116,15 @@ def model_availability(model: str | None = None) -> tuple[bool, str]:
 
     try:
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        requests.head(f"{endpoint}/api/models/{name}", timeout=5)
+        reply = requests.head(f"{endpoint}/api/models/{name}", timeout=5)
     except requests.RequestException:
         return (
             False,
             f"The Hugging Face Hub cannot be reached to download {name!r}. " + _how_to_fix(name),
+        )
+    if reply.status_code != 200:
+        return False, f"The Hub answered HTTP {reply.status_code} for {name!r}. " + _how_to_fix(
+            name
         )
     return True, name
 
@@ -122,13 +135,16 @@ def explain_model_errors(model: str | None = None) -> Iterator[None]:
 
     Raises:
         ModelUnavailableError: the loader raised ``OSError`` (what Transformers raises when the
-            Hub is unreachable, offline mode has no cached copy, or a folder is not a model);
-            the message says how to point at a local model.
+            Hub is unreachable, offline mode has no cached copy, or a folder is not a model) or
+            huggingface_hub's ``HFValidationError`` (a name that is neither a folder nor a Hub
+            id); the message says how to point at a local model.
     """
+    from huggingface_hub.errors import HFValidationError
+
     name = resolve_sentiment_model(model)
     try:
         yield
-    except OSError as err:
+    except (OSError, HFValidationError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelUnavailableError(
             f"Cannot load the sentiment model {name!r} ({first_line}). {_how_to_fix(name)}"

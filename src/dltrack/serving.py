@@ -296,9 +296,10 @@ def _post(url: str, body: bytes, timeout: float) -> Any:
     )
     if response.status_code >= 400:
         try:
-            message = response.json().get("message", response.text)
+            body = response.json()
         except ValueError:
-            message = response.text
+            body = None
+        message = body.get("message", response.text) if isinstance(body, dict) else response.text
         raise ServingError(response.status_code, message, response.text)
     return response.json()
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import mlflow
 import numpy as np
@@ -48,9 +48,11 @@ def tracking_uri() -> str:
 
 
 def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI: ``sqlite:////abs/mlflow.db`` is absolute,
+    ``sqlite:///mlflow.db`` relative to the current directory (as SQLAlchemy reads it)."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(unquote(urlparse(uri).path))
+    return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0])).resolve()
 
 
 def artifact_root(uri: str | None = None) -> str | None:
