@@ -65,7 +65,11 @@ def report(since_ms: int) -> list[str]:
         if "rest_check" not in run.data.tags:  # only the notebooks' main runs
             continue
         experiment = client.get_experiment(run.info.experiment_id).name
-        accuracy = run.data.metrics.get("test_accuracy", run.data.metrics.get("test_acc"))
+        metrics = run.data.metrics
+        accuracy = next(
+            (metrics[k] for k in ("test_accuracy", "test_acc", "accuracy_score") if k in metrics),
+            None,
+        )
         versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
         lines.append(f"experiment      {experiment}")
         lines.append(f"  run id        {run.info.run_id} ({run.info.status})")
