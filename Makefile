@@ -13,7 +13,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/
 
 .DEFAULT_GOAL := help
 AZ_VENV ?= .venv-azureml
-.PHONY: help setup setup-azure-server demo test test-unit lint ui bench-train bench-serve clean clean-runs
+.PHONY: help setup setup-azure-server demo test test-unit lint ui bench-train bench-autolog bench-serve clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,8 +47,11 @@ ui: ## Open the MLflow UI on the project's store (http://127.0.0.1:$(PORT))
 	  --backend-store-uri "$$($(PY) -c 'from dltrack import tracking; print(tracking.tracking_uri())')" \
 	  $$($(PY) -c 'from dltrack import tracking; r = tracking.artifact_root(); print(f"--default-artifact-root {r}" if r else "")')
 
-bench-train: ## Benchmark: train the notebook models on the full data set, with and without MLflow (about 30 min)
+bench-train: ## Benchmark: train the notebook models on the full data set, with and without MLflow, epochs interleaved (about 25 min)
 	$(PY) benchmarks/train_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
+
+bench-autolog: ## Benchmark: what MLflow autolog costs, tracked and untracked fits alternating in one process (about 2 min)
+	$(PY) benchmarks/autolog_overhead.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
 
 bench-serve: ## Benchmark: REST latency and throughput, course-logged vs dltrack-logged models (about 3 min)
 	$(PY) benchmarks/serve_bench.py

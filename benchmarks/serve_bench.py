@@ -21,6 +21,7 @@ bodies. Results: a table with the ratios (b)/(a), and benchmarks/results/serve_b
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -186,11 +187,19 @@ def measure(uri: str, images, reference, way: str, clients: int = 4, per_client:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="keras,lightning", help="comma-separated")
+    parser.add_argument("--ways", default="a,b,floor", help="comma-separated: a, b, floor")
+    args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as store:
         logged = log_models(Path(store))
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(store) / 'mlflow.db'}"
         for (model, way), uri in logged["uris"].items():
+            if model not in args.models.split(",") or way not in args.ways.split(","):
+                continue
             print(f"serving {model} ({way}) ...", flush=True)
             results[f"{model}/{way}"] = measure(
                 uri, logged["images"][model], logged["reference"][model], way
@@ -209,6 +218,8 @@ def main() -> None:
         )
     print("\nratios (b)/(a):")
     for model in ("keras", "lightning"):
+        if f"{model}/a" not in results or f"{model}/b" not in results:
+            continue
         a, b = results[f"{model}/a"], results[f"{model}/b"]
         print(
             f"  {model:10s} 1-image p50 {b['one_image_ms']['p50'] / a['one_image_ms']['p50']:.3f}, "

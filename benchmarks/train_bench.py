@@ -3,14 +3,19 @@
 For each model it trains, side by side in one run, (a) the notebook's default path (MLflow
 autolog on, the notebook's settings) and (b) the same network and settings without MLflow, and
 reports seconds per epoch, training images per second and test accuracy, plus the tracking
-overhead (a/b - 1). Each configuration runs in its own subprocess (TensorFlow and torch are not
-imported together) against a throw-away MLflow store.
+overhead (a/b - 1); and (c) the course-style code for comparison. Each configuration runs in
+its own subprocess (TensorFlow and torch are not imported together) against a throw-away MLflow
+store, and the configurations take turns epoch by epoch (a1 b1 c1 a2 b2 c2 ...): only one trains
+at any time, and the machine's drift (on a shared 2-core VM the same epoch took 20 s or 41 s
+from one minute to the next) falls on all of them alike. Ratios are medians of per-epoch ratios
+between neighbouring epochs. An epoch's time is everything its process does from the start of
+that epoch to the start of the next: training, validation and the tracking calls at epoch end.
 
     .venv/bin/python benchmarks/train_bench.py --data ../shared/data/fashion-mnist
     .venv/bin/python benchmarks/train_bench.py --models keras --epochs 1   # quick look
 
 Results are printed as a table and written to benchmarks/results/train_bench.json.
-Run it on a quiet machine: the figures are wall-clock seconds.
+The figures are wall-clock seconds; a quiet machine still gives steadier ones.
 """
 
 from __future__ import annotations
@@ -56,19 +61,14 @@ def keras_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> dict
         steps_per_execution=1 if variant == "course" else 64,
     )
 
-    epoch_times: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
+    class Turns(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_times.append(time.perf_counter() - self.start)
+            _wait_turn(f"epoch {epoch + 1}")
 
     def fit() -> None:
         model.fit(
             x_train, y_train_1h, epochs=epochs, batch_size=batch_size,
-            validation_data=(x_test, y_test_1h), callbacks=[Timer()], verbose=0,
+            validation_data=(x_test, y_test_1h), callbacks=[Turns()], verbose=0,
         )  # fmt: skip
 
     if tracked:
@@ -79,9 +79,9 @@ def keras_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> dict
             fit()
     else:
         fit()
+    _wait_turn("test")
     _, accuracy = model.evaluate(x_test, y_test_1h, verbose=0)
     return {
-        "epoch_seconds": epoch_times,
         "train_images": len(x_train),
         "test_accuracy": float(accuracy),
     }
@@ -106,14 +106,10 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
     from dltrack.lightning_cnn import COURSE_LEARNING_RATE, FashionMNISTCNN, FashionMNISTDataModule
 
     L.seed_everything(42)
-    epoch_times: list[float] = []
 
-    class Timer(L.Callback):
+    class Turns(L.Callback):
         def on_train_epoch_start(self, trainer, module):
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, module):
-            epoch_times.append(time.perf_counter() - self.start)
+            _wait_turn(f"epoch {trainer.current_epoch + 1}")
 
     datamodule = FashionMNISTDataModule(data_dir, batch_size=batch_size, seed=42)
     datamodule.prepare_data()
@@ -135,7 +131,7 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
         test_loader = DataLoader(test, batch_size=batch_size, num_workers=2)
         trainer = L.Trainer(
             max_epochs=epochs,
-            callbacks=[Timer()],
+            callbacks=[Turns()],
             enable_progress_bar=False,
             default_root_dir=tempfile.mkdtemp(),
         )
@@ -145,7 +141,7 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
         test_loader = datamodule.test_dataloader()
         trainer = L.Trainer(
             max_epochs=epochs,
-            callbacks=[Timer()],
+            callbacks=[Turns()],
             enable_progress_bar=False,
             logger=False,
             enable_checkpointing=False,
@@ -153,6 +149,7 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
 
     def fit() -> float:
         trainer.fit(model, **loaders)
+        _wait_turn("test")
         return trainer.test(model, dataloaders=test_loader, verbose=False)[0]["test_acc"]
 
     if variant == "no-mlflow":
@@ -164,7 +161,6 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
         with mlflow.start_run():
             accuracy = fit()
     return {
-        "epoch_seconds": epoch_times,
         "train_images": len(datamodule.train_set),
         "test_accuracy": float(accuracy),
     }
@@ -180,42 +176,104 @@ DEFAULT_EPOCHS = {"keras": 10, "lightning": 5}
 DEFAULT_BATCH = {"keras": 32, "lightning": 64}
 
 
+def _wait_turn(label: str) -> None:
+    """In a child: tell the parent we reached ``label`` and wait until it says go."""
+    print(f"TURN {label}", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        sys.exit("parent went away")
+
+
 def _child(args: argparse.Namespace) -> None:
     result = RUNNERS[args.child](args.data, args.epochs, args.batch_size, args.variant)
-    print("RESULT " + json.dumps(result))
+    print("RESULT " + json.dumps(result), flush=True)
 
 
-def _spawn(model: str, variant: str, args: argparse.Namespace, store: Path) -> dict:
-    epochs = args.epochs or DEFAULT_EPOCHS[model]
-    if variant == "course" and args.course_epochs:
-        epochs = args.course_epochs
-    command = [
-        sys.executable, __file__, "--child", model, "--data", args.data,
-        "--epochs", str(epochs), "--batch-size", str(DEFAULT_BATCH[model]),
-        "--variant", variant,
-    ]  # fmt: skip
-    env = dict(
-        os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}", TF_CPP_MIN_LOG_LEVEL="2"
+class Child:
+    """One configuration in its own process, advanced one turn (epoch) at a time."""
+
+    def __init__(self, model: str, variant: str, args: argparse.Namespace, store: Path) -> None:
+        self.model, self.variant = model, variant
+        self.epochs = args.epochs or DEFAULT_EPOCHS[model]
+        if variant == "course" and args.course_epochs:
+            self.epochs = args.course_epochs
+        command = [
+            sys.executable, __file__, "--child", model, "--data", args.data,
+            "--epochs", str(self.epochs), "--batch-size", str(DEFAULT_BATCH[model]),
+            "--variant", variant,
+        ]  # fmt: skip
+        env = dict(
+            os.environ,
+            MLFLOW_TRACKING_URI=f"sqlite:///{store / f'{model}-{variant}.db'}",
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the child)
+        self.process = subprocess.Popen(
+            command, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log,
+        )  # fmt: skip
+        self.turns: dict[str, float] = {}
+        self.result: dict | None = None
+        self.waiting_at = self._read()  # set-up (imports, data, model) is not timed
+
+    def _read(self) -> str | None:
+        for line in self.process.stdout:
+            if line.startswith("TURN "):
+                return line[len("TURN ") :].strip()
+            if line.startswith("RESULT "):
+                self.result = json.loads(line[len("RESULT ") :])
+                self.process.wait()
+                return None
+        self.log.seek(0)
+        raise RuntimeError(f"{self.model} {self.variant} failed:\n{self.log.read()[-3000:]}")
+
+    def take_turn(self) -> None:
+        """Let the child run until its next turn point; time it (it runs alone meanwhile)."""
+        label = self.waiting_at
+        started = time.perf_counter()
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        self.waiting_at = self._read()
+        self.turns[label] = time.perf_counter() - started
+
+    def summary(self) -> dict:
+        seconds = [t for label, t in self.turns.items() if label.startswith("epoch")]
+        return dict(
+            self.result, model=self.model, variant=self.variant, path=VARIANTS[self.variant],
+            epochs=self.epochs, batch_size=DEFAULT_BATCH[self.model], epoch_seconds=seconds,
+            median_seconds_per_epoch=statistics.median(seconds),
+            best_seconds_per_epoch=min(seconds),
+            turn_seconds=self.turns,  # "epoch k": epoch k to k+1; "test": end of fit + test
+            images_per_second=self.result["train_images"] / statistics.median(seconds),
+        )  # fmt: skip
+
+
+def run_interleaved(model: str, args: argparse.Namespace, store: Path) -> list[dict]:
+    """Train every variant of ``model`` epoch by epoch in turn: A1 B1 C1 A2 B2 C2 ...
+
+    Each epoch runs alone (the others wait at their next epoch), so the machine's drift from
+    minute to minute hits all variants alike instead of whichever happened to run then.
+    """
+    children = []
+    for variant in args.variants.split(","):
+        print(f"starting {model}: {VARIANTS[variant]} ...", flush=True)
+        children.append(Child(model, variant, args, store))
+    while any(child.waiting_at for child in children):
+        for child in children:
+            if child.waiting_at:
+                label = child.waiting_at
+                child.take_turn()
+                print(
+                    f"  {model:9s} {child.variant:9s} {label:8s} {child.turns[label]:6.1f} s",
+                    flush=True,
+                )
+    return [child.summary() for child in children]
+
+
+def _paired_ratio(a: dict, b: dict) -> float:
+    """Median over epochs of a's epoch time / b's same epoch (run next to each other)."""
+    return statistics.median(
+        x / y for x, y in zip(a["epoch_seconds"], b["epoch_seconds"], strict=False)
     )
-    started = time.perf_counter()
-    out = subprocess.run(command, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{model} {variant} failed:\n{out.stderr[-3000:]}")
-    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT ") :])
-    seconds = result["epoch_seconds"]
-    # Wall-clock epochs on a shared 2-core VM vary by up to 2x (seen here: 20 s and 41 s for
-    # the same epoch), whatever runs. The best epoch is the least disturbed one: compare those
-    # (as timeit does); the median is reported beside it.
-    result.update(
-        model=model, variant=variant, path=VARIANTS[variant],
-        epochs=epochs, batch_size=DEFAULT_BATCH[model], wall_seconds=time.perf_counter() - started,
-        seconds_per_epoch=sum(seconds) / len(seconds),
-        median_seconds_per_epoch=statistics.median(seconds),
-        best_seconds_per_epoch=min(seconds),
-        images_per_second=result["train_images"] / min(seconds),
-    )  # fmt: skip
-    return result
 
 
 def main() -> None:
@@ -251,31 +309,32 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as store:
         for model in args.models.split(","):
-            for variant in args.variants.split(","):
-                print(f"training {model}: {VARIANTS[variant]} ...", flush=True)
-                results.append(_spawn(model, variant, args, Path(store)))
-                partial = HERE / "results" / "train_bench.partial.json"
-                partial.parent.mkdir(exist_ok=True)
-                partial.write_text(json.dumps(results, indent=2))  # survives an interrupted run
+            results += run_interleaved(model, args, Path(store))
     print(
-        f"\n{'model':10s} {'path':36s} {'ep':>3s} {'best s/ep':>9s} {'median':>7s} {'img/s':>7s} "
+        f"\n{'model':10s} {'path':36s} {'ep':>3s} {'s/epoch':>8s} {'best':>6s} {'img/s':>7s} "
         f"{'test acc':>9s}"
     )
     for r in results:
         print(
-            f"{r['model']:10s} {r['path']:36s} {r['epochs']:3d} {r['best_seconds_per_epoch']:9.1f} "
-            f"{r['median_seconds_per_epoch']:7.1f} {r['images_per_second']:7.0f} "
+            f"{r['model']:10s} {r['path']:36s} {r['epochs']:3d} {r['median_seconds_per_epoch']:8.1f} "
+            f"{r['best_seconds_per_epoch']:6.1f} {r['images_per_second']:7.0f} "
             f"{r['test_accuracy'] * 100:8.2f}%"
         )
-    by = {(r["model"], r["variant"]): r["best_seconds_per_epoch"] for r in results}
+    print("(s/epoch: median epoch; img/s: training images / median epoch; epochs interleaved)")
+    by = {(r["model"], r["variant"]): r for r in results}
     for model in args.models.split(","):
         if (model, "default") in by and (model, "no-mlflow") in by:
-            overhead = 100 * (by[model, "default"] / by[model, "no-mlflow"] - 1)
-            print(f"{model}: tracking overhead {overhead:+.1f} % of training time (target < 5 %)")
-        if (model, "default") in by and (model, "course") in by:
+            ratio = _paired_ratio(by[model, "default"], by[model, "no-mlflow"])
+            by[model, "default"]["tracking_overhead"] = ratio - 1
+            ends = [by[model, v]["turn_seconds"]["test"] for v in ("default", "no-mlflow")]
             print(
-                f"{model}: default path / course-style time = {by[model, 'default'] / by[model, 'course']:.2f} (target <= 1)"
+                f"{model}: tracking overhead {100 * (ratio - 1):+.1f} % of training time per epoch"
+                f" (target < 5 %); end of fit + test: {ends[0]:.1f} s tracked, {ends[1]:.1f} s not"
             )
+        if (model, "default") in by and (model, "course") in by:
+            ratio = _paired_ratio(by[model, "default"], by[model, "course"])
+            by[model, "default"]["time_vs_course"] = ratio
+            print(f"{model}: default path / course-style time = {ratio:.2f} (target <= 1)")
     out = HERE / "results" / "train_bench.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

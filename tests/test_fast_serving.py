@@ -76,3 +76,26 @@ def test_torch_model_served_by_exported_program(mlflow_store):
         fast_serving.log_torch_for_serving(
             model, name="x", signature=signature, input_example=batch[:1]
         )
+
+
+def test_gc_tuned_only_inside_mlflows_scoring_server():
+    import gc
+    import subprocess
+    import sys
+
+    from dltrack.pyfunc.base import SERVING_GC_THRESHOLD, tune_gc_for_serving
+
+    before = gc.get_threshold()
+    assert tune_gc_for_serving() is False  # a notebook or test process is left alone
+    assert gc.get_threshold() == before
+
+    # What `mlflow models serve` runs: the model is loaded while the app module is imported.
+    script = (
+        "import gc, sys, types\n"
+        "sys.modules['mlflow.pyfunc.scoring_server.app'] = types.ModuleType('app')\n"
+        "from dltrack.pyfunc.base import tune_gc_for_serving\n"
+        "print(tune_gc_for_serving(), gc.get_threshold()[0], gc.get_freeze_count() > 1000)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", str(SERVING_GC_THRESHOLD), "True"]

@@ -33,6 +33,22 @@ def test_course_settings_one_parameter_away():
         FashionMNISTCNN(lr_schedule="step")
 
 
+def test_channels_last_layout_changes_memory_not_values():
+    fast = FashionMNISTCNN().eval()  # default: channels-last
+    plain = FashionMNISTCNN(memory_format="contiguous").eval()
+    plain.load_state_dict(fast.state_dict())
+    assert fast.layer1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not fast.layer2[0].weight.is_contiguous()  # (64, 32, 3, 3) stored as N, H, W, C
+    assert plain.layer2[0].weight.is_contiguous()
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = plain(images), fast(images)
+    assert got.shape == (8, 10) and got.is_contiguous()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        FashionMNISTCNN(memory_format="nhwc")
+
+
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
     dm = FashionMNISTDataModule(root=tmp_path_factory.mktemp("tv"), seed=0)

@@ -59,6 +59,11 @@ def served(request):
         yield server, shape
 
 
+def test_served_process_has_its_garbage_collector_tuned(served):
+    server, _ = served  # dltrack.pyfunc.base.tune_gc_for_serving, in the real server process
+    assert "dltrack: garbage collector tuned for serving" in server.log_path.read_text()
+
+
 def _body(array) -> bytes:
     return json.dumps({"inputs": array}).encode()
 

@@ -5,7 +5,8 @@ Where the time of a request goes (measured in ``benchmarks/serve_bench.py``, REA
 
 - ``mlflow.tensorflow``'s pyfunc calls ``keras.Model.predict`` per request: a data pipeline,
   callbacks and a progress bar, about 40 ms even for one image. :func:`log_keras_for_serving`
-  logs a pyfunc model whose ``predict`` is one compiled forward pass (``predict_on_batch``).
+  logs a pyfunc model whose ``predict`` is one traced forward pass (a ``tf.function``, TensorFlow
+  ops on the calling thread).
 - ``mlflow.pytorch`` runs the module per request with little overhead;
   :func:`log_torch_for_serving` logs the ``torch.export`` program with a forward pass under
   ``inference_mode``, and no pickle.

@@ -18,6 +18,13 @@ Beyond the course, ``lr_schedule="cosine"`` decays the rate to 0 along a cosine 
 (as notebook 01 does): 92.7 % test accuracy after 5 epochs on the full data, against 91.1 % with
 a constant 1e-3 (``lr_schedule="constant"``, measured here; benchmarks/train_bench.py).
 
+Beyond the course, for speed (``memory_format="channels_last"``, the default): the network's
+weights and activations are kept in PyTorch's channels-last layout (N, H, W, C in memory, same
+(N, C, H, W) shape), which oneDNN's CPU convolutions run faster: 3.7 s against 4.6 s for 200
+training steps of batch 64 on 2 cores (measured here; PyTorch's "Channels Last Memory Format"
+tutorial). Values, shapes and the input contract do not change; ``"contiguous"`` restores the
+default layout.
+
 Data: torchvision's ``FashionMNIST`` (fed offline by :mod:`dltrack.data`), a seeded random
 55,000/5,000 train/validation split (the same 11:1 proportion for subsets), batches of 64.
 For speed the training loaders read torchvision's already-decoded uint8 tensors
@@ -43,6 +50,7 @@ __all__ = ["COURSE_LEARNING_RATE", "FashionMNISTDataModule", "FashionMNISTCNN"]
 
 COURSE_LEARNING_RATE = 0.02
 LR_SCHEDULES = ("cosine", "onecycle", "constant")
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 class FashionMNISTCNN(L.LightningModule):
@@ -54,9 +62,11 @@ class FashionMNISTCNN(L.LightningModule):
         num_classes: output width.
         lr_schedule: "cosine" (default), "onecycle" or "constant" (the course); see
             :meth:`configure_optimizers`.
+        memory_format: "channels_last" (default, faster convolutions on CPU) or "contiguous"
+            (PyTorch's default layout); see the module docstring.
 
     Raises:
-        ValueError: unknown ``dropout`` or ``lr_schedule``.
+        ValueError: unknown ``dropout``, ``lr_schedule`` or ``memory_format``.
     """
 
     def __init__(
@@ -65,12 +75,17 @@ class FashionMNISTCNN(L.LightningModule):
         dropout: Literal["dropout", "dropout2d"] = "dropout",
         num_classes: int = 10,
         lr_schedule: Literal["cosine", "onecycle", "constant"] = "cosine",
+        memory_format: Literal["channels_last", "contiguous"] = "channels_last",
     ) -> None:
         super().__init__()
         if dropout not in ("dropout", "dropout2d"):
             raise ValueError(f"dropout must be 'dropout' or 'dropout2d', got {dropout!r}")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(
+                f"memory_format must be one of {tuple(MEMORY_FORMATS)}, got {memory_format!r}"
+            )
         self.save_hyperparameters()
         self.layer1 = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=3, padding=1),
@@ -91,10 +106,12 @@ class FashionMNISTCNN(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self._memory_format = MEMORY_FORMATS[memory_format]
+        self.to(memory_format=self._memory_format)  # the conv weights; activations follow
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, 1, 28, 28) float32 -> (batch, 10) logits."""
-        out = self.layer2(self.layer1(x))
+        out = self.layer2(self.layer1(x.contiguous(memory_format=self._memory_format)))
         out = out.flatten(1)
         return self.fc3(self.fc2(self.drop(self.fc1(out))))
 

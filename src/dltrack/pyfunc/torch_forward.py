@@ -7,7 +7,7 @@ Input (n, *input_shape) float32; output the module's output, e.g. (n, 10) float3
 
 import mlflow
 
-from dltrack.pyfunc.base import ImageClassifier
+from dltrack.pyfunc.base import ImageClassifier, tune_gc_for_serving
 
 
 class TorchForward(ImageClassifier):
@@ -18,6 +18,7 @@ class TorchForward(ImageClassifier):
         program = torch.export.load(context.artifacts["exported_program"])
         self.image_shape = tuple(program.example_inputs[0][0].shape[1:])
         self.module = program.module()
+        tune_gc_for_serving()
 
     def forward(self, batch):
         with self._torch.inference_mode():

@@ -1,0 +1,174 @@
+"""What MLflow autolog itself costs: tracked and untracked fits alternating in one process.
+
+    .venv/bin/python benchmarks/autolog_overhead.py            # or: make bench-autolog
+
+``train_bench.py`` compares whole configurations, each in its own process. On a shared 2-core VM
+one process can run 10-15 % slower than another for minutes on end whatever it runs (seen
+here: the untracked Lightning process ran every one of its 5 epochs about 2 s slower than the
+tracked one), which hides a cost of a few per cent. This benchmark removes that: in one process
+per framework it fits the notebook's network again and again, alternating
+``autolog(disable=True)`` and autolog on exactly as the notebooks call it (tracked fits inside
+``mlflow.start_run()`` against a SQLite store), each fit one short epoch of ``--steps`` training
+batches plus validation on the full data. Short epochs make it an upper bound: autolog's cost
+is per epoch and per run (metrics at epoch end, parameters at the start, run bookkeeping), so
+it weighs more against 200 steps than against a real epoch of 860 or 1,875.
+
+It prints, per framework, the median time of the tracked and untracked fits, the median of the
+per-pair differences and ratios (each tracked fit against the untracked fit just before it),
+and that cost spread over the notebook's full run (10 epochs of 1,875 batches for Keras, 5 of
+860 for Lightning, at the untracked fits' speed); writes benchmarks/results/autolog_overhead.json.
+Target (issue 3): tracking under 5 % of training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def keras_fits(data_dir: str, steps: int, rounds: int) -> list[tuple[float, float]]:
+    """(untracked seconds, tracked seconds) per round for the notebook 01 model."""
+    import keras
+    import mlflow
+
+    from dltrack import data, models
+
+    data.prepare_keras_fashion_mnist(data_dir)
+    (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    x = data.scale_images(x_train[: steps * 32])
+    y = keras.utils.to_categorical(y_train[: steps * 32], 10)
+    val = (data.scale_images(x_test[:2000]), keras.utils.to_categorical(y_test[:2000], 10))
+
+    def fit(tracked: bool) -> float:
+        keras.utils.set_random_seed(42)
+        model = models.build_course_cnn(total_steps=steps)
+        mlflow.tensorflow.autolog(log_models=False, checkpoint=False, disable=not tracked)
+        started = time.perf_counter()
+        if tracked:
+            with mlflow.start_run():
+                model.fit(x, y, epochs=1, batch_size=32, validation_data=val, verbose=0)
+        else:
+            model.fit(x, y, epochs=1, batch_size=32, validation_data=val, verbose=0)
+        return time.perf_counter() - started
+
+    fit(False)  # warm-up: first-time imports and tracing
+    return [(fit(False), fit(True)) for _ in range(rounds)]
+
+
+def lightning_fits(data_dir: str, steps: int, rounds: int) -> list[tuple[float, float]]:
+    """(untracked seconds, tracked seconds) per round for the notebook 02 model."""
+    import lightning as L
+    import mlflow
+
+    from dltrack.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
+
+    datamodule = FashionMNISTDataModule(data_dir, batch_size=64, seed=42)
+    datamodule.prepare_data()
+    datamodule.setup()
+
+    def fit(tracked: bool) -> float:
+        L.seed_everything(42, verbose=False)
+        model = FashionMNISTCNN()
+        trainer = L.Trainer(
+            max_epochs=1, limit_train_batches=steps, limit_val_batches=20, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        mlflow.pytorch.autolog(log_models=False, checkpoint=False, disable=not tracked)
+        started = time.perf_counter()
+        if tracked:
+            with mlflow.start_run():
+                trainer.fit(model, datamodule=datamodule)
+        else:
+            trainer.fit(model, datamodule=datamodule)
+        return time.perf_counter() - started
+
+    fit(False)
+    return [(fit(False), fit(True)) for _ in range(rounds)]
+
+
+RUNNERS = {"keras": keras_fits, "lightning": lightning_fits}
+#: Training batches of the notebooks' full runs: Keras 10 epochs x 1,875; Lightning 5 x 860.
+FULL_RUN_STEPS = {"keras": 10 * 1875, "lightning": 5 * 860}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("DLTRACK_FASHION_MNIST_DIR", "../shared/data/fashion-mnist"),
+    )
+    parser.add_argument("--models", default="keras,lightning", help="comma-separated")
+    parser.add_argument("--steps", type=int, default=200, help="training batches per fit")
+    parser.add_argument("--rounds", type=int, default=5, help="untracked/tracked pairs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        import mlflow
+
+        from dltrack import tracking
+
+        for name in ("lightning.pytorch", "mlflow"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        tracking.setup_tracking()
+        tracking.get_or_create_experiment(f"autolog-overhead-{args.child}")
+        pairs = RUNNERS[args.child](args.data, args.steps, args.rounds)
+        print("RESULT " + json.dumps(pairs), flush=True)
+        mlflow.end_run()
+        return
+
+    results = {}
+    with tempfile.TemporaryDirectory() as store:
+        for model in args.models.split(","):
+            print(f"{model}: {args.rounds} pairs of {args.steps}-step fits ...", flush=True)
+            env = dict(
+                os.environ,
+                MLFLOW_TRACKING_URI=f"sqlite:///{Path(store) / 'mlflow.db'}",
+                TF_CPP_MIN_LOG_LEVEL="2",
+            )
+            command = [sys.executable, __file__, "--child", model, "--data", args.data,
+                       "--steps", str(args.steps), "--rounds", str(args.rounds)]  # fmt: skip
+            out = subprocess.run(command, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"{model} failed:\n{out.stderr[-3000:]}")
+            line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+            pairs = json.loads(line[len("RESULT ") :])
+            results[model] = {
+                "steps": args.steps,
+                "pairs_seconds": pairs,
+                "untracked_median_s": statistics.median(p[0] for p in pairs),
+                "tracked_median_s": statistics.median(p[1] for p in pairs),
+                "overhead": statistics.median(t / u for u, t in pairs) - 1,
+                "cost_seconds": statistics.median(t - u for u, t in pairs),
+            }
+            # autolog's cost is per run and per epoch, not per step (train_bench.py: +0.4 %
+            # per real epoch); spread over the notebook's full run it weighs this much:
+            full_run_s = FULL_RUN_STEPS[model] * results[model]["untracked_median_s"] / args.steps
+            results[model]["full_run_overhead"] = results[model]["cost_seconds"] / full_run_s
+    for model, r in results.items():
+        print(
+            f"{model:10s} untracked {r['untracked_median_s']:6.2f} s, tracked "
+            f"{r['tracked_median_s']:6.2f} s per {r['steps']}-step fit (median of "
+            f"{len(r['pairs_seconds'])} pairs): autolog costs {r['cost_seconds']:+.2f} s per fit, "
+            f"{100 * r['overhead']:+.1f} % of this short fit, {100 * r['full_run_overhead']:+.1f} % "
+            f"of the notebook's full run (target < 5 %)"
+        )
+    out_file = HERE / "results" / "autolog_overhead.json"
+    out_file.parent.mkdir(exist_ok=True)
+    out_file.write_text(json.dumps(results, indent=2))
+    print(f"written {out_file}")
+
+
+if __name__ == "__main__":
+    main()
