@@ -93,7 +93,7 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
     variant "default": notebook 02 (in-memory tensors, no loader workers, per-epoch logging,
     Adam 1e-3, Dropout; autolog with log_models=False, checkpoint=False); "no-mlflow": the same
     without MLflow; "course": the course's way (ToTensor() datasets through 2 loader workers,
-    Adam 0.02, Dropout2d, autolog() defaults but log_models=False, Lightning's default logger
+    Adam 0.02, Dropout2d, PyTorch's default memory format, autolog() defaults but log_models=False, Lightning's default logger
     and checkpointing).
     """
     import lightning as L
@@ -116,7 +116,10 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
     datamodule.setup()
     if variant == "course":
         model = FashionMNISTCNN(
-            learning_rate=COURSE_LEARNING_RATE, dropout="dropout2d", lr_schedule="constant"
+            learning_rate=COURSE_LEARNING_RATE,
+            dropout="dropout2d",
+            lr_schedule="constant",
+            memory_format="contiguous",
         )
         full = datasets.FashionMNIST(datamodule.root, train=True, transform=transforms.ToTensor())
         test = datasets.FashionMNIST(datamodule.root, train=False, transform=transforms.ToTensor())
