@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _results import write_results  # benchmarks/_results.py
 
 
 def keras_fits(data_dir: str, steps: int, rounds: int) -> list[tuple[float, float]]:
@@ -164,10 +164,7 @@ def main() -> None:
             f"{100 * r['overhead']:+.1f} % of this short fit, {100 * r['full_run_overhead']:+.1f} % "
             f"of the notebook's full run (target < 5 %)"
         )
-    out_file = HERE / "results" / "autolog_overhead.json"
-    out_file.parent.mkdir(exist_ok=True)
-    out_file.write_text(json.dumps(results, indent=2))
-    print(f"written {out_file}")
+    write_results("autolog_overhead", results)
 
 
 if __name__ == "__main__":

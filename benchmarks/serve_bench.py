@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 import torch  # noqa: F401  (import torch before TensorFlow: the other order crashes torchvision)
+from _results import write_results  # benchmarks/_results.py
 
-HERE = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -226,10 +226,7 @@ def main() -> None:
             f"256-image p50 {b['batch_256_ms']['p50'] / a['batch_256_ms']['p50']:.3f}, "
             f"req/s {b['rps_4_clients'] / a['rps_4_clients']:.2f}x"
         )
-    out = HERE / "results" / "serve_bench.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written {out}")
+    write_results("serve_bench", results)
     if any(r["errors"] for r in results.values()):
         sys.exit("errors under load: see the JSON")
 

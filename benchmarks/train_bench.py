@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _results import write_results  # benchmarks/_results.py
 
 
 def keras_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> dict:
@@ -338,10 +338,7 @@ def main() -> None:
             ratio = _paired_ratio(by[model, "default"], by[model, "course"])
             by[model, "default"]["time_vs_course"] = ratio
             print(f"{model}: default path / course-style time = {ratio:.2f} (target <= 1)")
-    out = HERE / "results" / "train_bench.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written {out}")
+    write_results("train_bench", results)
 
 
 if __name__ == "__main__":
