@@ -83,9 +83,10 @@ def test_gc_tuned_only_inside_mlflows_scoring_server():
     import subprocess
     import sys
 
-    from dltrack.pyfunc.base import SERVING_GC_THRESHOLD, tune_gc_for_serving
+    from dltrack.pyfunc.base import SERVING_GC_THRESHOLD, in_scoring_server, tune_gc_for_serving
 
     before = gc.get_threshold()
+    assert in_scoring_server() is False  # so KerasForward leaves TensorFlow's threads alone too
     assert tune_gc_for_serving() is False  # a notebook or test process is left alone
     assert gc.get_threshold() == before
 
@@ -93,7 +94,8 @@ def test_gc_tuned_only_inside_mlflows_scoring_server():
     script = (
         "import gc, sys, types\n"
         "sys.modules['mlflow.pyfunc.scoring_server.app'] = types.ModuleType('app')\n"
-        "from dltrack.pyfunc.base import tune_gc_for_serving\n"
+        "from dltrack.pyfunc.base import in_scoring_server, tune_gc_for_serving\n"
+        "assert in_scoring_server()\n"
         "print(tune_gc_for_serving(), gc.get_threshold()[0], gc.get_freeze_count() > 1000)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

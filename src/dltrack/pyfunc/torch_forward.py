@@ -6,12 +6,16 @@ Input (n, *input_shape) float32; output the module's output, e.g. (n, 10) float3
 """
 
 import mlflow
+import numpy as np
 
 from dltrack.pyfunc.base import ImageClassifier, tune_gc_for_serving
 
 
 class TorchForward(ImageClassifier):
-    def load_context(self, context):
+    """(n, *input_shape) float32 -> the exported module's output, e.g. (n, 10) logits."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Load the exported program (no pickle) as a module."""
         import torch
 
         self._torch = torch
@@ -20,7 +24,8 @@ class TorchForward(ImageClassifier):
         self.module = program.module()
         tune_gc_for_serving()
 
-    def forward(self, batch):
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass under ``inference_mode``: (n, *image_shape) float32 -> (n, 10)."""
         with self._torch.inference_mode():
             return self.module(self._torch.from_numpy(batch)).numpy()
 
