@@ -43,8 +43,8 @@ def tune_gc_for_serving() -> bool:
     kept for the life of the process; the collector stops walking them), and a young-generation
     threshold of :data:`SERVING_GC_THRESHOLD` (Python's own docs on ``gc.freeze`` and
     ``gc.set_threshold``); one line on stderr (the server log) says so. Garbage made while
-    serving is still collected. Nothing happens when
-    the model is loaded anywhere else (a notebook, a test, ``mlflow.pyfunc.load_model``).
+    serving is still collected. Nothing happens when the model is loaded anywhere else (a
+    notebook, a test, ``mlflow.pyfunc.load_model``).
 
     Returns:
         True when it tuned the process (it runs inside MLflow's scoring server).
