@@ -13,7 +13,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/
 
 .DEFAULT_GOAL := help
 AZ_VENV ?= .venv-azureml
-.PHONY: help setup setup-azure-server demo test test-unit lint ui bench-train bench-autolog bench-serve clean clean-runs
+.PHONY: help setup setup-azure-server demo test test-unit lint ui bench-train bench-autolog bench-accuracy bench-serve clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,7 @@ setup: ## Create .venv and install dltrack with every extra, at the pinned versi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) -e ".[all]"
+	$(PY) -m ipykernel install --sys-prefix --name dltrack --display-name "Python 3 (dltrack)"
 	@$(PY) -c "import dltrack, mlflow; print('dltrack', dltrack.__version__, '| mlflow', mlflow.__version__, '| ready')"
 	$(MAKE) setup-azure-server
 
@@ -30,8 +31,8 @@ setup-azure-server: ## Create .venv-azureml with Azure ML's inference server (fo
 	$(AZ_VENV)/bin/python -m pip install --disable-pip-version-check --upgrade pip
 	$(AZ_VENV)/bin/python -m pip install --disable-pip-version-check -r requirements/azureml-server.txt
 
-demo: ## Run the notebooks headless on the shipped subset and report runs, models and REST checks
-	$(PY) -m dltrack.demo
+demo: ## Run the notebooks headless on the shipped subset and report their runs, models and aliases
+	$(PY) tools/notebooks.py
 
 test: ## Unit tests, serving tests and every notebook end to end (twice) on the shipped subset
 	$(PY) -m pytest
@@ -40,7 +41,7 @@ test-unit: ## Only the fast unit tests (no notebooks, no servers)
 	$(PY) -m pytest -p no:nbmake tests -m "not notebook and not serving" -o addopts="-ra"
 
 lint: ## ruff on the package and the tests
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests tools benchmarks
 
 ui: ## Open the MLflow UI on the project's store (http://127.0.0.1:$(PORT))
 	$(PY) -m mlflow ui --host 127.0.0.1 --port $(PORT) \
@@ -52,6 +53,9 @@ bench-train: ## Benchmark: train the notebook models on the full data set, with 
 
 bench-autolog: ## Benchmark: what MLflow autolog costs, tracked and untracked fits alternating in one process (about 2 min)
 	$(PY) benchmarks/autolog_overhead.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
+
+bench-accuracy: ## Benchmark: test accuracy of notebooks 01 and 02 with their defaults on the full data, 3 seeds (about 30 min)
+	$(PY) benchmarks/accuracy_seeds.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
 
 bench-serve: ## Benchmark: REST latency and throughput, course-logged vs dltrack-logged models (about 3 min)
 	$(PY) benchmarks/serve_bench.py

@@ -58,18 +58,19 @@ def keras_fits(data_dir: str, steps: int, rounds: int) -> list[tuple[float, floa
     import keras
     import mlflow
 
-    from dltrack import data, models
+    from dltrack import data
+    from dltrack.models.keras_cnn import build_course_cnn
 
     data.prepare_keras_fashion_mnist(data_dir)
     (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
-    x = data.scale_images(x_train[: steps * 32])
+    x = (x_train[: steps * 32] / 255.0).astype("float32").reshape(-1, 28, 28, 1)
     y = keras.utils.to_categorical(y_train[: steps * 32], 10)
-    val = (data.scale_images(x_test[:2000]), keras.utils.to_categorical(y_test[:2000], 10))
+    val = ((x_test[:2000] / 255.0).astype("float32").reshape(-1, 28, 28, 1), keras.utils.to_categorical(y_test[:2000], 10))
 
     def fit(tracked: bool) -> float:
         keras.backend.clear_session()  # no graphs piling up from one fit to the next
         keras.utils.set_random_seed(42)
-        model = models.build_course_cnn(total_steps=steps)
+        model = build_course_cnn(total_steps=steps)
         mlflow.tensorflow.autolog(log_models=False, checkpoint=False, disable=not tracked)
         started = time.perf_counter()
         if tracked:
@@ -87,7 +88,7 @@ def lightning_fits(data_dir: str, steps: int, rounds: int) -> list[tuple[float, 
     import lightning as L
     import mlflow
 
-    from dltrack.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
+    from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
 
     datamodule = FashionMNISTDataModule(data_dir, batch_size=64, seed=42)
     datamodule.prepare_data()
@@ -137,8 +138,9 @@ def main() -> None:
 
         for name in ("lightning.pytorch", "mlflow"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        tracking.setup_tracking()
-        tracking.get_or_create_experiment(f"autolog-overhead-{args.child}")
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        tracking.prepare_experiment(f"autolog-overhead-{args.child}")
+        mlflow.set_experiment(f"autolog-overhead-{args.child}")
         pairs = RUNNERS[args.child](args.data, args.steps, args.rounds)
         print("RESULT " + json.dumps(pairs), flush=True)
         mlflow.end_run()

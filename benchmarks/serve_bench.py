@@ -13,7 +13,7 @@ dltrack's serving helper on 127.0.0.1 and measured, one after another:
 
 (a) course: ``mlflow.tensorflow.log_model`` / ``mlflow.pytorch.log_model(...,
 serialization_format="pickle")``, body ``json.dumps({"inputs": x.tolist()})``.
-(b) dltrack: :mod:`dltrack.fast_serving` models, body :func:`dltrack.serving.inputs_json`.
+(b) dltrack: :mod:`dltrack.serving.fast` models, body :func:`dltrack.serving.inputs_json`.
 A third row per model, "MLflow floor", serves a pyfunc model that returns zeros at once: what
 MLflow's server costs per request (HTTP, JSON parsing, schema checks, response) with dltrack's
 bodies. Results: a table with the ratios (b)/(a), and benchmarks/results/serve_bench.json.
@@ -44,7 +44,7 @@ def _images(n: int):
 
     data.prepare_keras_fashion_mnist()
     (_, _), (x_test, _) = keras.datasets.fashion_mnist.load_data()
-    return data.scale_images(x_test[:n])  # (n, 28, 28, 1) float32
+    return (x_test[:n] / 255.0).astype("float32").reshape(-1, 28, 28, 1)
 
 
 class Zeros:
@@ -57,12 +57,14 @@ def log_models(store: Path) -> dict:
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from dltrack import fast_serving, tracking
-    from dltrack.lightning_cnn import FashionMNISTCNN
-    from dltrack.models import build_course_cnn
+    from dltrack import tracking
+    from dltrack.models.keras_cnn import build_course_cnn
+    from dltrack.models.lightning_cnn import FashionMNISTCNN
+    from dltrack.serving import fast as fast_serving
 
-    tracking.setup_tracking(f"sqlite:///{store / 'mlflow.db'}")
-    tracking.get_or_create_experiment("serve-bench")
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    tracking.prepare_experiment("serve-bench")
+    mlflow.set_experiment("serve-bench")
     images = _images(256)
     out = Schema([TensorSpec(np.dtype(np.float32), (-1, 10))])
     keras_sig = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1))]), out)

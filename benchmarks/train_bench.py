@@ -47,15 +47,16 @@ def keras_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> dict
     import keras
     import mlflow
 
-    from dltrack import data, models, tracking
+    from dltrack import data, tracking
+    from dltrack.models.keras_cnn import build_course_cnn
 
     data.prepare_keras_fashion_mnist(data_dir)
     (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
-    x_train, x_test = data.scale_images(x_train), data.scale_images(x_test)
+    x_train, x_test = ((x / 255.0).astype("float32").reshape(-1, 28, 28, 1) for x in (x_train, x_test))
     y_train_1h, y_test_1h = (keras.utils.to_categorical(y, 10) for y in (y_train, y_test))
     keras.utils.set_random_seed(42)
     steps = math.ceil(len(x_train) / batch_size)
-    model = models.build_course_cnn(
+    model = build_course_cnn(
         lr_schedule=schedule,
         total_steps=epochs * steps,
         steps_per_execution=1 if variant == "course" else 64,
@@ -73,8 +74,9 @@ def keras_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> dict
         _wait_turn("test")  # inside the run, as for Lightning: closing it is timed in "test"
 
     if tracked:
-        tracking.setup_tracking()
-        tracking.get_or_create_experiment("bench-keras")
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        tracking.prepare_experiment("bench-keras")
+        mlflow.set_experiment("bench-keras")
         mlflow.tensorflow.autolog(log_models=False, checkpoint=variant == "course")
         with mlflow.start_run():
             fit()
@@ -104,7 +106,11 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
     from torchvision import datasets, transforms
 
     from dltrack import tracking
-    from dltrack.lightning_cnn import COURSE_LEARNING_RATE, FashionMNISTCNN, FashionMNISTDataModule
+    from dltrack.models.lightning_cnn import (
+        COURSE_LEARNING_RATE,
+        FashionMNISTCNN,
+        FashionMNISTDataModule,
+    )
 
     L.seed_everything(42)
 
@@ -159,8 +165,9 @@ def lightning_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> 
     if variant == "no-mlflow":
         accuracy = fit()
     else:
-        tracking.setup_tracking()
-        tracking.get_or_create_experiment("bench-lightning")
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        tracking.prepare_experiment("bench-lightning")
+        mlflow.set_experiment("bench-lightning")
         mlflow.pytorch.autolog(log_models=False, checkpoint=variant == "course")
         with mlflow.start_run():
             accuracy = fit()

@@ -30,7 +30,6 @@ _DEFAULTS = {
     "KERAS_HOME": str(_SESSION_DIR / "keras"),
     "DLTRACK_EPOCHS": "2",
     "TF_CPP_MIN_LOG_LEVEL": "2",
-    "MPLBACKEND": "Agg",
 }
 for _key, _value in _DEFAULTS.items():
     os.environ.setdefault(_key, _value)
@@ -49,25 +48,38 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite tracking store for one test; returns its URI."""
     import mlflow
 
-    from dltrack import tracking
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.setup_tracking(uri)
+    mlflow.set_tracking_uri(uri)
     yield uri
     if mlflow.active_run() is not None:
         mlflow.end_run()
-    tracking.setup_tracking(_DEFAULTS["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(_DEFAULTS["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture()
+def experiment(mlflow_store: str):
+    """``experiment(name)`` makes ``name`` the active experiment of a fresh store, the way the
+    notebooks do (artifacts beside the store); returns the experiment."""
+    import mlflow
+
+    from dltrack import tracking
+
+    def use(name: str):
+        tracking.prepare_experiment(name)
+        return mlflow.set_experiment(name)
+
+    return use
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip notebook 03 under nbmake where no sentiment model can be loaded (offline, no local
     model): the skip reason says how to point at one."""
-    from dltrack import hf
+    from dltrack.models import sentiment
 
     for item in items:
         if item.path.suffix == ".ipynb" and item.path.name.startswith("03_"):
-            ok, why = hf.model_availability()
+            ok, why = sentiment.model_availability()
             if not ok:
                 item.add_marker(pytest.mark.skip(reason=why))
 
@@ -82,10 +94,11 @@ def logged_cnn():
     from mlflow.models import infer_signature
 
     from dltrack import tracking
-    from dltrack.models import build_course_cnn
+    from dltrack.models.keras_cnn import build_course_cnn
 
-    tracking.setup_tracking()
-    tracking.get_or_create_experiment("tests-course-cnn")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.prepare_experiment("tests-course-cnn")
+    mlflow.set_experiment("tests-course-cnn")
     keras.utils.set_random_seed(0)
     model = build_course_cnn(lr_schedule="constant")
     example = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)

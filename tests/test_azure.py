@@ -1,151 +1,159 @@
-"""dltrack.azure_deploy without an Azure account: specifications, payloads, secrets, and the request /
-response contract against Azure's own inference server on 127.0.0.1."""
+"""Notebook 01b without an Azure account: endpoint names, secrets kept out of git, the request /
+response contract against Azure's own inference server on 127.0.0.1, and the notebook's Azure
+cells run against a mock of ``MLClient`` (the only place a mock stands in: the real thing bills
+per hour)."""
 
 import json
 import os
 import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import create_autospec
 
+import mlflow
+import nbformat
 import numpy as np
 import pytest
+import requests
+from mlflow import MlflowClient
 
-from dltrack import azure_deploy as azure
-from dltrack import serving, tracking
+from dltrack import azure, serving
+from dltrack.config import project_root
 
 keras = pytest.importorskip("keras")
 pytest.importorskip("azure.ai.ml")
 
-SECRET_SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
+NOTEBOOK = project_root() / "notebooks" / "01b_azure_ml_deployment.ipynb"
 
 
-def test_no_workspace_configured(monkeypatch, tmp_path):
-    for name in azure.ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    assert azure.workspace_config(tmp_path / "config.json") is None
-
-
-def test_workspace_from_env_hides_subscription(monkeypatch):
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SECRET_SUBSCRIPTION)
-    monkeypatch.setenv("AZURE_RESOURCE_GROUP", "rg-secret")
-    monkeypatch.setenv("AZUREML_WORKSPACE_NAME", "ws")
-    config = azure.workspace_config()
-    assert config.subscription_id == SECRET_SUBSCRIPTION and config.workspace_name == "ws"
-    assert SECRET_SUBSCRIPTION not in repr(config) and "rg-secret" not in repr(config)
-
-
-def test_partial_env_is_an_error(monkeypatch):
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SECRET_SUBSCRIPTION)
-    monkeypatch.delenv("AZURE_RESOURCE_GROUP", raising=False)
-    monkeypatch.delenv("AZUREML_WORKSPACE_NAME", raising=False)
-    with pytest.raises(ValueError, match="missing: AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME"):
-        azure.workspace_config()
-
-
-def test_workspace_from_config_json(monkeypatch, tmp_path):
-    for name in azure.ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    path = tmp_path / "config.json"
-    path.write_text(
-        json.dumps(
-            {"subscription_id": SECRET_SUBSCRIPTION, "resource_group": "rg", "workspace_name": "ws"}
-        )
-    )
-    assert azure.workspace_config(path).resource_group == "rg"
-    path.write_text(json.dumps({"subscription_id": SECRET_SUBSCRIPTION}))
-    with pytest.raises(ValueError, match="has no 'resource_group'"):
-        azure.workspace_config(path)
+def test_endpoint_name_is_stable_unique_and_valid():
+    name = azure.endpoint_name("fmnist")
+    assert name == azure.endpoint_name("fmnist") and name.startswith("fmnist-")
+    assert 3 <= len(name) <= 32 and all(c.isalnum() or c == "-" for c in name)
+    assert len(azure.endpoint_name("a" * 40)) <= 32
+    with pytest.raises(ValueError, match="start with a letter"):
+        azure.endpoint_name("1fmnist")
 
 
 def test_secrets_and_specs_are_git_ignored():
     paths = ["config.json", ".env", "azure-specs/endpoint.yml", ".venv-azureml/bin/python"]
     out = subprocess.run(
-        ["git", "check-ignore", *paths], capture_output=True, text=True, check=False
-    )
+        ["git", "check-ignore", *paths], capture_output=True, text=True, check=False,
+        cwd=project_root(),
+    )  # fmt: skip
     assert out.stdout.split() == paths
 
 
-def test_endpoint_name_is_stable_and_valid():
-    name = azure.endpoint_name("fmnist")
-    assert name == azure.endpoint_name("fmnist") and name.startswith("fmnist-")
-    assert 3 <= len(name) <= 32 and all(c.isalnum() or c == "-" for c in name)
-
-
-def test_missing_registered_model_says_run_notebook_01(mlflow_store, tmp_path):
-    with pytest.raises(LookupError, match="run notebook 01 first"):
-        azure.download_registered_model("no-such-model", "champion", tmp_path)
-
-
-def test_payload_and_decoding():
-    batch = np.zeros((2, 28, 28, 1), np.float32)
-    payload = azure.input_data_payload(batch)
-    assert list(payload) == ["input_data"] and np.asarray(payload["input_data"]).shape == (
-        2,
-        28,
-        28,
-        1,
-    )
-    assert azure.decode_predictions("[[0.5, 0.5]]").shape == (1, 2)
-    assert azure.decode_predictions({"predictions": [[1, 0]]}).dtype == np.float32
-
-
 @pytest.fixture(scope="module")
-def registered_cnn(logged_cnn):
-    """The shared course CNN registered as fmnist-azure-test@champion; (model, version)."""
+def champion_dir(logged_cnn, tmp_path_factory):
+    """The shared course CNN registered as fmnist-azure-test@champion and downloaded, as 01b
+    does; returns (keras model, local model folder)."""
     model, model_uri = logged_cnn
-    return model, tracking.register_model(model_uri, "fmnist-azure-test", alias="champion")
-
-
-def test_specs_name_model_alias_instance_and_auth(registered_cnn, tmp_path, monkeypatch):
-    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SECRET_SUBSCRIPTION)
-    _, version = registered_cnn
-    local, found = azure.download_registered_model(
-        "fmnist-azure-test", "champion", tmp_path / "model"
+    version = mlflow.register_model(model_uri, "fmnist-azure-test")
+    MlflowClient().set_registered_model_alias("fmnist-azure-test", "champion", version.version)
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/fmnist-azure-test/{version.version}", dst_path=str(tmp_path_factory.mktemp("m"))
     )
-    assert (local / "MLmodel").is_file() and found.version == version.version
-    model = azure.model_spec(local, "fmnist-azure-test", "champion", found)
-    endpoint = azure.endpoint_spec("fmnist-test")
-    deployment = azure.deployment_spec(
-        "fmnist-test", model, instance_type="Standard_F2s_v2", instance_count=2
-    )
-    paths = azure.write_specs(endpoint, deployment, folder=tmp_path / "specs")
-    assert [p.name for p in paths] == ["endpoint.yml", "deployment.yml"]
-    endpoint_yml, deployment_yml = (p.read_text() for p in paths)
-    assert "auth_mode: key" in endpoint_yml and "name: fmnist-test" in endpoint_yml
-    assert (
-        "instance_type: Standard_F2s_v2" in deployment_yml and "instance_count: 2" in deployment_yml
-    )
-    assert "type: mlflow_model" in deployment_yml and "name: fmnist-azure-test" in deployment_yml
-    assert "mlflow_alias: champion" in deployment_yml
-    assert f"mlflow_version: '{version.version}'" in deployment_yml
-    assert SECRET_SUBSCRIPTION not in endpoint_yml + deployment_yml
-    with pytest.raises(ValueError, match="instance_count must be >= 1"):
-        azure.deployment_spec("fmnist-test", model, instance_count=0)
+    return model, Path(local)
 
 
 @pytest.mark.serving
-def test_local_inference_server_matches_mlflow_server(registered_cnn, tmp_path):
+def test_local_inference_server_answers_like_mlflow_server(champion_dir):
     if azure.inference_server_python() is None:
         if os.environ.get("CI"):
             pytest.fail("CI must create .venv-azureml (make setup-azure-server)")
         pytest.skip("no .venv-azureml: run `make setup-azure-server`")
-    model, _ = registered_cnn
-    local, _ = azure.download_registered_model("fmnist-azure-test", "champion", tmp_path / "model")
-    from dltrack import data
-
-    images = data.as_image_batch(np.random.default_rng(3).random((3, 28, 28, 1)), (28, 28, 1))
+    model, local = champion_dir
+    images = np.random.default_rng(3).random((3, 28, 28, 1), dtype=np.float32)
     with serving.ModelServer("models:/fmnist-azure-test@champion") as mlflow_server:
-        from_mlflow = serving.predict(mlflow_server.url, images)
+        reply = requests.post(
+            f"{mlflow_server.url}/invocations", json={"inputs": images.tolist()}, timeout=60
+        )
+        from_mlflow = np.asarray(reply.json()["predictions"], dtype=np.float32)
     with azure.LocalInferenceServer(local) as server:
         assert server.url.startswith("http://127.0.0.1:")
-        from_azure = server.score(images)
-        with pytest.raises(serving.ServingError) as caught:  # MLflow's key is not Azure's
-            import requests
-
-            reply = requests.post(
-                f"{server.url}/score", json={"inputs": images.tolist()}, timeout=30
-            )
-            raise serving.ServingError(reply.status_code, reply.text)
-        assert caught.value.status == 400 and "input_data" in caught.value.message
+        reply = requests.post(
+            f"{server.url}/score", json={"input_data": images.tolist()}, timeout=60
+        )
+        assert reply.status_code == 200, reply.text
+        from_azure = np.asarray(reply.json(), dtype=np.float32)  # a bare array, as Azure answers
+        wrong_key = requests.post(
+            f"{server.url}/score", json={"inputs": images.tolist()}, timeout=60
+        )
     assert from_azure.shape == (3, 10)
-    np.testing.assert_allclose(from_azure, from_mlflow, atol=1e-5)
+    np.testing.assert_allclose(from_azure, from_mlflow, atol=1e-6)
     np.testing.assert_allclose(from_azure, model.predict(images, verbose=0), atol=1e-5)
-    assert (from_azure.argmax(1) == from_mlflow.argmax(1)).all()
+    assert wrong_key.status_code == 400
+    assert wrong_key.json() == {"error": 'expected a JSON object {"input_data": ...}'}
+
+
+def _code_cells(tag: str | None = None, containing: str | None = None) -> list[str]:
+    cells = [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    chosen = [
+        c.source for c in cells
+        if (tag is None or tag in c.metadata.get("tags", []))
+        and (containing is None or containing in c.source)
+    ]  # fmt: skip
+    return ["\n".join(line for line in s.splitlines() if not line.startswith("%")) for s in chosen]
+
+
+def _fake_ml_client():
+    """An ``MLClient`` whose operations are autospecced: a misspelled method or argument fails."""
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.operations import (
+        ModelOperations,
+        OnlineDeploymentOperations,
+        OnlineEndpointOperations,
+    )
+
+    client = create_autospec(MLClient, instance=True)
+    client.models = create_autospec(ModelOperations, instance=True)
+    client.online_endpoints = create_autospec(OnlineEndpointOperations, instance=True)
+    client.online_deployments = create_autospec(OnlineDeploymentOperations, instance=True)
+    client.models.create_or_update.return_value = SimpleNamespace(id="azureml:fmnist-keras-cnn:7")
+    client.online_endpoints.invoke.return_value = json.dumps([[0.9] + [0.01] * 9])
+    return client
+
+
+def test_azure_cells_call_the_sdk_as_documented(champion_dir, tmp_path, monkeypatch):
+    """Runs notebook 01b's entity cell for real and its `azure` cells against the fake client."""
+    monkeypatch.setenv("DLTRACK_AZURE_INSTANCE_TYPE", "Standard_F2s_v2")
+    _, local = champion_dir
+    namespace: dict = {}
+    for source in _code_cells(containing="import ") + _code_cells(tag="parameters"):
+        exec(source, namespace)
+    namespace.update(
+        model_dir=local, champion=SimpleNamespace(version="7"), specs=tmp_path,
+        request_body={"input_data": np.zeros((1, 28, 28, 1)).tolist()}, y_test=np.array([0]),
+    )  # fmt: skip
+    (entities,) = _code_cells(containing="ManagedOnlineDeployment(")
+    exec(entities, namespace)
+    client = namespace["ml_client"] = _fake_ml_client()
+    azure_cells = _code_cells(tag="azure")
+    assert len(azure_cells) == 4
+    for source in azure_cells:
+        exec(source, namespace)
+
+    (model,) = client.models.create_or_update.call_args.args
+    assert model.type == "mlflow_model" and Path(model.path) == local
+    endpoint = client.online_endpoints.begin_create_or_update.call_args_list[0].args[0]
+    assert endpoint.name == namespace["ENDPOINT_NAME"] and endpoint.auth_mode == "key"
+    (deployment,) = client.online_deployments.begin_create_or_update.call_args.args
+    assert deployment.model == "azureml:fmnist-keras-cnn:7"  # the registered model, not the folder
+    assert deployment.instance_type == "Standard_F2s_v2" and deployment.instance_count == 1
+    routed = client.online_endpoints.begin_create_or_update.call_args_list[1].args[0]
+    assert routed.traffic == {"blue": 100}
+    invoke = client.online_endpoints.invoke.call_args.kwargs
+    assert invoke["endpoint_name"] == namespace["ENDPOINT_NAME"]
+    assert list(json.loads(Path(invoke["request_file"]).read_text())) == ["input_data"]
+    client.online_endpoints.begin_delete.assert_called_once_with(name=namespace["ENDPOINT_NAME"])
+
+
+def test_azure_cells_are_skipped_by_the_tests_and_do_nothing_without_a_workspace():
+    cells = [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    azure_cells = [c for c in cells if "azure" in c.metadata.get("tags", [])]
+    assert azure_cells and all("skip-execution" in c.metadata["tags"] for c in azure_cells)
+    assert all(c.source.startswith("if ml_client:") for c in azure_cells)
+    untagged = "\n".join(c.source for c in cells if c not in azure_cells)
+    for call in ("begin_create_or_update", ".invoke(", "begin_delete", "create_or_update("):
+        assert call not in untagged

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from dltrack import data
+from dltrack.data import fashion_mnist
 
 SHIPPED = "fashion-mnist-small (2,000 train / 500 test, shipped)"
 
@@ -56,7 +57,7 @@ def test_mixed_releases_rejected(monkeypatch):
         "A": {**shipped, "t10k-labels-idx1-ubyte.gz": "0" * 64},
         "B": {**shipped, "train-images-idx3-ubyte.gz": "1" * 64},
     }
-    monkeypatch.setattr(data, "KNOWN_RELEASES", fake)
+    monkeypatch.setattr(fashion_mnist, "KNOWN_RELEASES", fake)
     with pytest.raises(data.DatasetError, match="mix releases"):
         data.verify_fashion_mnist()
 
@@ -108,56 +109,39 @@ def test_torchvision_files_follow_the_chosen_source(tmp_path, copy_of_subset):
     assert raw.read_bytes() != b"stale"
 
 
-def test_per_class_indices_first_n_of_each_class():
-    labels = np.array([1, 0, 1, 0, 2, 2, 1, 0, 2])
-    idx = data.per_class_indices(labels, per_class=2, num_classes=3)
-    assert idx.tolist() == [0, 1, 2, 3, 4, 5]
-    assert np.bincount(labels[idx]).tolist() == [2, 2, 2]
-
-
-def test_per_class_indices_errors():
-    with pytest.raises(ValueError, match="class 2 has 1 examples"):
-        data.per_class_indices(np.array([0, 1, 2, 0, 1]), per_class=2, num_classes=3)
-    with pytest.raises(ValueError, match=r"shape \(n,\)"):
-        data.per_class_indices(np.zeros((2, 2), dtype=int), per_class=1)
-
-
-def test_scale_images_range_dtype_shape():
-    images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
-    scaled = data.scale_images(images)
-    assert scaled.shape == (1, 2, 2, 1) and scaled.dtype == np.float32
-    assert scaled.min() == 0.0 and scaled.max() == 1.0
-    assert scaled[0, 1, 0, 0] == pytest.approx(0.2)
-    assert data.scale_images(images, add_channel_axis=False).shape == (1, 2, 2)
-
-
-def test_scale_images_rejects_floats():
-    with pytest.raises(ValueError, match="expected uint8 images"):
-        data.scale_images(np.zeros((1, 28, 28), dtype=np.float32))
-
-
 def test_class_names():
     assert len(data.CLASS_NAMES) == 10
     assert data.CLASS_NAMES[0] == "T-shirt/top" and data.CLASS_NAMES[9] == "Ankle boot"
 
 
-def test_as_image_batch_casts_float64_and_tensors():
-    batch = data.as_image_batch(np.random.default_rng(0).random((2, 1, 28, 28)), (1, 28, 28))
-    assert batch.dtype == np.float32 and batch.shape == (2, 1, 28, 28)
-    torch = pytest.importorskip("torch")
-    assert data.as_image_batch(torch.zeros(3, 28, 28, 1), (28, 28, 1)).shape == (3, 28, 28, 1)
+def test_sha256_of_a_known_file(tmp_path):
+    path = tmp_path / "abc.txt"
+    path.write_bytes(b"abc")
+    assert data.sha256_file(path) == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 example
+    )
+    assert data.verify_file(path, {data.sha256_file(path)}, "fix it") == data.sha256_file(path)
+    with pytest.raises(data.DatasetError, match=r"abc.txt is corrupted .* fix it"):
+        data.verify_file(path, "0" * 64, "fix it")
 
 
-@pytest.mark.parametrize(
-    ("bad", "message"),
-    [
-        (np.zeros((1, 28, 28)), r"shape \(n, 1, 28, 28\)"),
-        (np.zeros((0, 1, 28, 28)), "n >= 1"),
-        (np.zeros((5, 1, 28, 28)), "at most 4 images"),
-        (np.full((1, 1, 28, 28), np.nan), "NaN"),
-        ([["a"]], "not numbers"),
-    ],
-)
-def test_as_image_batch_rejects_with_clear_message(bad, message):
-    with pytest.raises(ValueError, match=message):
-        data.as_image_batch(bad, (1, 28, 28), max_batch=4)
+def test_sentences_are_balanced_and_checked():
+    sentences = data.load_sentences()
+    assert len(sentences) == 300
+    assert sentences["label"].value_counts().to_dict() == {"POSITIVE": 150, "NEGATIVE": 150}
+    assert set(sentences["source"]) == {"amazon", "imdb", "yelp"}
+    assert list(sentences.columns) == ["source", "text", "label"]
+
+
+def test_corrupted_sentences_are_refused(monkeypatch, tmp_path):
+    from dltrack.data import sentences
+
+    copy = tmp_path / "sentiment-sentences" / "sentences-300.csv"
+    copy.parent.mkdir()
+    copy.write_text("source,text,label\nx,y,POSITIVE\n")
+    monkeypatch.setattr(sentences, "data_dir", lambda: tmp_path)
+    with pytest.raises(data.DatasetError, match=r"sentences-300.csv is corrupted.*git checkout"):
+        data.load_sentences()
+    copy.unlink()
+    with pytest.raises(data.DatasetError, match=r"missing: .*sentences-300.csv"):
+        data.load_sentences()

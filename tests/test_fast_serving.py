@@ -8,7 +8,9 @@ import pytest
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from dltrack import fast_serving, serving, tracking
+from dltrack import serving
+from dltrack.serving import fast as fast_serving
+from dltrack.serving.pyfunc.base import as_image_batch
 
 OUT = Schema([TensorSpec(np.dtype(np.float32), (-1, 10))])
 
@@ -21,11 +23,11 @@ def test_inputs_json_is_exact_and_shorter():
     assert len(body) < 0.7 * len(json.dumps({"inputs": batch.tolist()}))
 
 
-def test_keras_model_served_by_one_forward_pass(mlflow_store):
+def test_keras_model_served_by_one_forward_pass(experiment):
     keras = pytest.importorskip("keras")
-    from dltrack.models import build_course_cnn
+    from dltrack.models.keras_cnn import build_course_cnn
 
-    tracking.get_or_create_experiment("test-fast-keras")
+    experiment("test-fast-keras")
     keras.utils.set_random_seed(0)
     model = build_course_cnn(lr_schedule="constant")
     signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28, 1))]), OUT)
@@ -46,12 +48,12 @@ def test_keras_model_served_by_one_forward_pass(mlflow_store):
         )
 
 
-def test_torch_model_served_by_exported_program(mlflow_store):
+def test_torch_model_served_by_exported_program(experiment):
     torch = pytest.importorskip("torch")
     pytest.importorskip("lightning")
-    from dltrack.lightning_cnn import FashionMNISTCNN
+    from dltrack.models.lightning_cnn import FashionMNISTCNN
 
-    tracking.get_or_create_experiment("test-fast-torch")
+    experiment("test-fast-torch")
     torch.manual_seed(0)
     model = FashionMNISTCNN()
     model.train()
@@ -83,7 +85,11 @@ def test_gc_tuned_only_inside_mlflows_scoring_server():
     import subprocess
     import sys
 
-    from dltrack.pyfunc.base import SERVING_GC_THRESHOLD, in_scoring_server, tune_gc_for_serving
+    from dltrack.serving.pyfunc.base import (
+        SERVING_GC_THRESHOLD,
+        in_scoring_server,
+        tune_gc_for_serving,
+    )
 
     before = gc.get_threshold()
     assert in_scoring_server() is False  # so KerasForward leaves TensorFlow's threads alone too
@@ -94,10 +100,32 @@ def test_gc_tuned_only_inside_mlflows_scoring_server():
     script = (
         "import gc, sys, types\n"
         "sys.modules['mlflow.pyfunc.scoring_server.app'] = types.ModuleType('app')\n"
-        "from dltrack.pyfunc.base import in_scoring_server, tune_gc_for_serving\n"
+        "from dltrack.serving.pyfunc.base import in_scoring_server, tune_gc_for_serving\n"
         "assert in_scoring_server()\n"
         "print(tune_gc_for_serving(), gc.get_threshold()[0], gc.get_freeze_count() > 1000)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", str(SERVING_GC_THRESHOLD), "True"]
+
+
+def test_as_image_batch_casts_float64_and_tensors():
+    batch = as_image_batch(np.random.default_rng(0).random((2, 1, 28, 28)), (1, 28, 28))
+    assert batch.dtype == np.float32 and batch.shape == (2, 1, 28, 28)
+    torch = pytest.importorskip("torch")
+    assert as_image_batch(torch.zeros(3, 28, 28, 1), (28, 28, 1)).shape == (3, 28, 28, 1)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((1, 28, 28)), r"shape \(n, 1, 28, 28\)"),
+        (np.zeros((0, 1, 28, 28)), "n >= 1"),
+        (np.zeros((5, 1, 28, 28)), "at most 4 images"),
+        (np.full((1, 1, 28, 28), np.nan), "NaN"),
+        ([["a"]], "not numbers"),
+    ],
+)
+def test_as_image_batch_rejects_with_clear_message(bad, message):
+    with pytest.raises(ValueError, match=message):
+        as_image_batch(bad, (1, 28, 28), max_batch=4)

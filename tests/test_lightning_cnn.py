@@ -9,8 +9,7 @@ from mlflow.models import ModelSignature  # noqa: E402
 from mlflow.types import Schema, TensorSpec  # noqa: E402
 from torch import nn  # noqa: E402
 
-from dltrack import tracking  # noqa: E402
-from dltrack.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule  # noqa: E402
+from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule  # noqa: E402
 
 
 def test_course_network_shapes_and_size():
@@ -30,7 +29,7 @@ def test_course_settings_one_parameter_away():
     with pytest.raises(ValueError, match="dropout must be"):
         FashionMNISTCNN(dropout="none")
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
-        FashionMNISTCNN(lr_schedule="step")
+        FashionMNISTCNN(lr_schedule="onecycle")
 
 
 def test_channels_last_layout_changes_memory_not_values():
@@ -85,8 +84,18 @@ def test_steps_log_loss_and_accuracy(datamodule):
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False,
     )  # fmt: skip
+    rates = []
+
+    class RecordRate(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer.callbacks.append(RecordRate())
     trainer.fit(model, datamodule=datamodule)
     assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(trainer.callback_metrics)
+    # cosine over 5 steps, stepped every batch: lr0 * (1 + cos(pi * t / 5)) / 2 for t = 0..4
+    expected = [1e-3 * (1 + np.cos(np.pi * t / 5)) / 2 for t in range(5)]
+    assert rates == pytest.approx(expected)
     # the cosine schedule has run down to 0 over the 5 steps
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
@@ -96,8 +105,8 @@ def test_steps_log_loss_and_accuracy(datamodule):
     assert logits.shape == (8, 10)
 
 
-def test_pt2_model_accepts_any_batch_size(mlflow_store):
-    tracking.get_or_create_experiment("test-pt2")
+def test_pt2_model_accepts_any_batch_size(experiment):
+    experiment("test-pt2")
     torch.manual_seed(0)
     model = FashionMNISTCNN().eval()
     signature = ModelSignature(

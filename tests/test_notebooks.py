@@ -1,8 +1,9 @@
 """The notebooks, end to end, twice against one tracking store (Restart & Run All, twice).
 
-``make test`` first runs every notebook once with nbmake (``--nbmake notebooks``); this module
-then runs each one again on the same store and checks what the two runs recorded. Run alone,
-it executes each notebook twice itself. Parameters come from the environment
+``make test`` first runs every notebook once with nbmake (``testpaths`` starts with
+``notebooks``); this module then runs each one again on the same store, keeps the executed copy,
+and checks what both runs recorded in the store and what the second run printed. Run alone, it
+executes each notebook twice itself. Parameters come from the environment
 (``tests/conftest.py``: the test store, 2 epochs, the shipped subset).
 """
 
@@ -13,13 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import nbformat
 import psutil
 import pytest
+import yaml
 from mlflow import MlflowClient
 
-from dltrack import hf, tracking
+from dltrack import tracking
 from dltrack.config import project_root
-from dltrack.demo import run_notebook
+from dltrack.models import sentiment
+from notebooks import run_notebook  # tools/notebooks.py
 
 pytestmark = pytest.mark.notebook
 
@@ -28,85 +32,138 @@ pytestmark = pytest.mark.notebook
 class Expected:
     notebook: str
     experiment: str
+    run_name: str
+    flavor: str
     registered_model: str | None
     min_accuracy: float
-    accuracy_metric: str = "test_accuracy"
-    rest_check: str = "HTTP 200: "
     trained: bool = True  # logs an "epochs" param
 
 
 NOTEBOOKS = [
     # 2 epochs on 2,000 images; chance is 0.1 for 10 classes
-    Expected(
-        "01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "fmnist-keras-cnn", 0.5
-    ),
-    Expected(
-        "02_pytorch_lightning_fashion_mnist.ipynb",
-        "fashion_mnist_lightning",
-        "fmnist-image-predictor",
-        0.5,
-    ),
-    # the pretrained model on 300 labelled sentences; the course's four sentences over REST
-    Expected(
-        "03_transformers_sentiment.ipynb",
-        "sentiment_analysis_transformers",
-        None,
-        0.75,
-        accuracy_metric="accuracy_score",
-        rest_check="HTTP 200: POSITIVE, NEGATIVE, POSITIVE, NEGATIVE",
-        trained=False,
-    ),  # fmt: skip
-]
+    Expected("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "keras-cnn",
+             "tensorflow", "fmnist-keras-cnn", 0.5),
+    Expected("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_mnist_lightning",
+             "lightning-cnn", "pytorch", "fmnist-image-predictor", 0.5),
+    # the pretrained model on 300 labelled sentences
+    Expected("03_transformers_sentiment.ipynb", "sentiment_analysis_transformers",
+             "sentiment-pipeline", "transformers", None, 0.75, trained=False),
+]  # fmt: skip
 
 
-def _main_runs(client: MlflowClient, experiment: str) -> list:
-    found = client.get_experiment_by_name(experiment)
+def _runs(client: MlflowClient, expected: Expected) -> list:
+    """The notebook's runs, newest first."""
+    found = client.get_experiment_by_name(expected.experiment)
     if found is None:
         return []
-    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
-    return [r for r in runs if "rest_check" in r.data.tags]
+    return client.search_runs(
+        [found.experiment_id],
+        filter_string=f"attributes.run_name = '{expected.run_name}'",
+        order_by=["attributes.start_time DESC"],
+    )
 
 
-def _servers_alive(model_name: str) -> list[psutil.Process]:
+def _servers_alive() -> list[psutil.Process]:
     alive = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if "models" in cmdline and "serve" in cmdline and model_name in cmdline:
+        if "mlflow" in cmdline and "models serve" in cmdline:
             alive.append(proc)
     return alive
+
+
+def printed(executed: Path) -> str:
+    """Everything the executed notebook printed on stdout."""
+    notebook = nbformat.read(executed, as_version=4)
+    return "".join(
+        output.get("text", "")
+        for cell in notebook.cells if cell.cell_type == "code"
+        for output in cell.get("outputs", []) if output.get("name") == "stdout"
+    )  # fmt: skip
+
+
+def expected_aliases(accuracies: list[float]) -> dict[str, int]:
+    """The promotion rule, replayed over versions 1..n: a version becomes champion when it is
+    the first or beats the champion's accuracy (a tie keeps the champion); else challenger."""
+    aliases: dict[str, int] = {}
+    for version, accuracy in enumerate(accuracies, start=1):
+        if "champion" not in aliases or accuracy > accuracies[aliases["champion"] - 1]:
+            aliases["champion"] = version
+        else:
+            aliases["challenger"] = version
+    return aliases
+
+
+def test_expected_aliases_replays_the_rule():
+    assert expected_aliases([0.8]) == {"champion": 1}
+    assert expected_aliases([0.8, 0.8]) == {"champion": 1, "challenger": 2}
+    assert expected_aliases([0.8, 0.9, 0.85]) == {"champion": 2, "challenger": 3}
+    assert expected_aliases([0.8, 0.7, 0.9]) == {"champion": 3, "challenger": 2}
 
 
 @pytest.mark.parametrize("expected", NOTEBOOKS, ids=[e.notebook for e in NOTEBOOKS])
 def test_notebook_runs_twice_on_one_store(expected: Expected, tmp_path: Path):
     if expected.notebook.startswith("03_"):
-        ok, why = hf.model_availability()
+        ok, why = sentiment.model_availability()
         if not ok:
             pytest.skip(why)
-    tracking.setup_tracking()
+    mlflow.set_tracking_uri(tracking.tracking_uri())
     client = MlflowClient()
-    before = len(_main_runs(client, expected.experiment))
+    before = len(_runs(client, expected))
     for _ in range(max(2 - before, 1)):
-        run_notebook(project_root() / "notebooks" / expected.notebook, tmp_path)
+        executed = run_notebook(project_root() / "notebooks" / expected.notebook, tmp_path)
 
-    runs = _main_runs(client, expected.experiment)
+    runs = _runs(client, expected)
     assert len(runs) >= 2
-    epochs = os.environ["DLTRACK_EPOCHS"]
     for run in runs[:2]:
         assert run.info.status == "FINISHED"
         if expected.trained:
-            assert run.data.params["epochs"] == epochs
-        assert run.data.metrics[expected.accuracy_metric] > expected.min_accuracy
-        assert run.data.tags["rest_check"].startswith(expected.rest_check)
-        artifacts = tracking.summarize_run(run.info.run_id).artifacts
-        assert any(a.endswith("confusion_matrix.png") for a in artifacts)
-    assert not _servers_alive("models:/")
+            assert run.data.params["epochs"] == os.environ["DLTRACK_EPOCHS"]
+        assert run.data.metrics["accuracy_score"] > expected.min_accuracy
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert "confusion_matrix.png" in artifacts
+        models = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+            output_format="list",
+        )
+        assert len(models) == 1, f"one logged model per run, got {[m.name for m in models]}"
+        info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
+        assert expected.flavor in info.flavors
+    output = printed(executed)
+    assert "server running: False" in output and not _servers_alive()
     if expected.registered_model is None:
+        labels = [
+            line.split()[2] for line in output.splitlines() if line.startswith("served model:")
+        ]
+        assert labels == list(sentiment.COURSE_SENTENCES.values())
         return
 
-    versions = client.search_model_versions(f"name = '{expected.registered_model}'")
+    served = [line for line in output.splitlines() if line.startswith("served model:")]
+    assert len(served) == 1
+    served_class, actual = (part.split(": ")[1] for part in served[0].split(" | "))
+    assert served_class == actual  # the test image the notebook sends is an easy one
+    assert "-> 200" in output and "-> 400 " in output  # the good request, then the wrong shape
+
+    name = expected.registered_model
+    versions = sorted(
+        client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
+    )
     assert len(versions) >= 2
-    newest = max(int(v.version) for v in versions)
-    champion = client.get_model_version_by_alias(expected.registered_model, "champion")
-    assert int(champion.version) == newest
-    assert champion.run_id == runs[0].info.run_id
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    accuracies = []
+    for version in versions:
+        run = client.get_run(version.run_id)
+        accuracies.append(run.data.metrics["accuracy_score"])
+        mlmodel = yaml.safe_load(
+            Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}/MLmodel",
+                                                     dst_path=str(tmp_path / str(version.version)))).read_text()
+        )  # fmt: skip
+        assert expected.flavor in mlmodel["flavors"]
+        tag = client.get_model_version(name, version.version).tags["promotion"]
+        assert tag.split(":")[0] in ("champion", "challenger")
+    aliases = {alias: int(client.get_model_version_by_alias(name, alias).version)
+               for alias in ("champion", "challenger") if tracking.version_by_alias(name, alias)}  # fmt: skip
+    assert aliases == expected_aliases(accuracies)
+    newest = versions[-1]
+    assert newest.run_id == runs[0].info.run_id
+    assert f"version {newest.version} -> @" in output

@@ -15,8 +15,9 @@ import requests
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from dltrack import fast_serving, serving, tracking
-from dltrack.pyfunc.base import MAX_BATCH
+from dltrack import serving, tracking
+from dltrack.serving import fast as fast_serving
+from dltrack.serving.pyfunc.base import MAX_BATCH
 
 pytestmark = pytest.mark.serving
 JSON = {"Content-Type": "application/json"}
@@ -24,19 +25,20 @@ OUT = Schema([TensorSpec(np.dtype(np.float32), (-1, 10))])
 
 
 def _log(framework: str) -> tuple[str, tuple[int, ...]]:
-    tracking.setup_tracking()
-    tracking.get_or_create_experiment("test-robustness")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.prepare_experiment("test-robustness")
+    mlflow.set_experiment("test-robustness")
     rng = np.random.default_rng(0)
     if framework == "keras":
         pytest.importorskip("keras")
-        from dltrack.models import build_course_cnn
+        from dltrack.models.keras_cnn import build_course_cnn
 
         shape = (28, 28, 1)
         model = build_course_cnn(lr_schedule="constant")
         log = fast_serving.log_keras_for_serving
     else:
         pytest.importorskip("lightning")
-        from dltrack.lightning_cnn import FashionMNISTCNN
+        from dltrack.models.lightning_cnn import FashionMNISTCNN
 
         shape = (1, 28, 28)
         model = FashionMNISTCNN()
@@ -77,46 +79,50 @@ def _with_value(shape, value) -> bytes:
     return _body(image)
 
 
-def malformed_cases(shape: tuple[int, ...]) -> list[tuple[str, bytes, dict, str]]:
-    """(name, body, headers, words the reply must contain) for POST /invocations."""
+def malformed_cases(shape: tuple[int, ...]) -> list[tuple[str, bytes, dict, tuple[str, ...]]]:
+    """(name, body, headers, the phrases the reply must contain) for POST /invocations."""
     good = _body(np.zeros((1, *shape)).tolist())
     other = (28, 28, 1) if shape != (28, 28, 1) else (1, 28, 28)
-    expected_shape = f"(-1, {', '.join(map(str, shape))})"
+    small = (1, 27, 28, 1) if shape[-1] == 1 else (1, 1, 27, 28)
+    want = f"does not match expected shape (-1, {', '.join(map(str, shape))})"
+    not_json = "Ensure that input is a valid JSON formatted string"
+    one_field = "must be a JSON dictionary with exactly one of the input fields"
+    not_finite = "got NaN or infinite values"
     return [
-        ("not JSON", b"not json", JSON, "valid JSON"),
-        ("empty body", b"", JSON, "valid JSON"),
-        ("truncated body", good[: len(good) // 2], JSON, "valid JSON"),
-        ("invalid UTF-8", b'{"inputs": "\xff\xfe"}', JSON, "valid JSON"),
-        ("list instead of object", b"[1, 2, 3]", JSON, "Received a list"),
-        ("a JSON string", b'"an image"', JSON, "must be a JSON dictionary"),
-        ("JSON null", b"null", JSON, "must be a JSON dictionary"),
-        ("no key", b"{}", JSON, "inputs"),
-        ("wrong top-level key", _body(np.zeros((1, *shape)).tolist()).replace(b'"inputs"', b'"input"'), JSON, "dataframe"),
-        ("two format keys", b'{"inputs": [], "instances": []}', JSON, "inputs"),
-        ("inputs null", b'{"inputs": null}', JSON, "array"),
-        ("inputs a string", b'{"inputs": "abc"}', JSON, "Tensor('float32', " + expected_shape),
-        ("inputs a number", b'{"inputs": 5}', JSON, expected_shape),
-        ("inputs an object", b'{"inputs": {}}', JSON, "array"),
-        ("empty batch", b'{"inputs": []}', JSON, "input"),
-        ("rank too low", _body(np.zeros((1, 28, 28)).tolist()), JSON, expected_shape),
-        ("rank too high", _body(np.zeros((1, 1, 28, 28, 1)).tolist()), JSON, expected_shape),
-        ("image too small", _body(np.zeros((1, 27, 28, 1) if shape[-1] == 1 else (1, 1, 27, 28)).tolist()), JSON, expected_shape),
-        ("the other layout", _body(np.zeros((1, *other)).tolist()), JSON, expected_shape),
-        ("flattened images", _body(np.zeros((1, 784)).tolist()), JSON, expected_shape),
-        ("ragged batch", _body([np.zeros(shape).tolist(), np.zeros((1, 1, 1)).tolist()]), JSON, "inhomogeneous"),
-        ("string in tensor", _with_value(shape, "x"), JSON, "could not convert string to float"),
-        ("null in tensor", _with_value(shape, None), JSON, "NaN or infinite"),
-        ("object in tensor", _with_value(shape, {"a": 1}), JSON, "must be a string or a real number"),
-        ("NaN", _with_value(shape, float("nan")), JSON, "NaN or infinite"),
-        ("Infinity", _with_value(shape, float("inf")), JSON, "NaN or infinite"),
-        ("-Infinity", _with_value(shape, float("-inf")), JSON, "NaN or infinite"),
-        ("number overflows to inf", good.replace(b"0.0", b"1e400", 1), JSON, "NaN or infinite"),
-        ("batch above the limit", serving.inputs_json(np.zeros((MAX_BATCH + 1, *shape), np.float32)), JSON, f"at most {MAX_BATCH} images"),
-        ("dataframe instead of tensor", b'{"dataframe_split": {"columns": ["a"], "data": [[1]]}}', JSON, "tensor spec"),
-        ("content type text/plain", good, {"Content-Type": "text/plain"}, "application/json"),
-        ("content type form", good, {"Content-Type": "application/x-www-form-urlencoded"}, "application/json"),
-        ("charset latin-1", good, {"Content-Type": "application/json; charset=latin-1"}, "UTF-8"),
-        ("unknown content type parameter", good, {"Content-Type": "application/json; foo=bar"}, "foo"),
+        ("not JSON", b"not json", JSON, (not_json,)),
+        ("empty body", b"", JSON, (not_json,)),
+        ("truncated body", good[: len(good) // 2], JSON, (not_json,)),
+        ("invalid UTF-8", b'{"inputs": "\xff\xfe"}', JSON, (not_json, "UnicodeDecodeError")),
+        ("list instead of object", b"[1, 2, 3]", JSON, (one_field, "Received a list")),
+        ("a JSON string", b'"an image"', JSON, (one_field, "<class 'str'>")),
+        ("JSON null", b"null", JSON, (one_field, "<class 'NoneType'>")),
+        ("no key", b"{}", JSON, ("Received dictionary with input fields: []",)),
+        ("wrong top-level key", good.replace(b'"inputs"', b'"input"'), JSON, ("signature with no input names", "<class 'dict'> was found")),
+        ("two format keys", b'{"inputs": [], "instances": []}', JSON, ("Received dictionary with input fields: ['inputs', 'instances']",)),
+        ("inputs null", b'{"inputs": null}', JSON, ("expects a single n-dimensional array", "<class 'NoneType'>")),
+        ("inputs a string", b'{"inputs": "abc"}', JSON, (f"Failed to convert data `abc` to type `Tensor('float32', (-1, {', '.join(map(str, shape))}))`",)),
+        ("inputs a number", b'{"inputs": 5}', JSON, (f"Shape of input () {want}",)),
+        ("inputs an object", b'{"inputs": {}}', JSON, ("expects a single n-dimensional array", "<class 'dict'>")),
+        ("empty batch", b'{"inputs": []}', JSON, ("signature with no input names", "<class 'list'> was found")),
+        ("rank too low", _body(np.zeros((1, 28, 28)).tolist()), JSON, (f"Shape of input (1, 28, 28) {want}",)),
+        ("rank too high", _body(np.zeros((1, 1, 28, 28, 1)).tolist()), JSON, (f"Shape of input (1, 1, 28, 28, 1) {want}",)),
+        ("image too small", _body(np.zeros(small).tolist()), JSON, (f"Shape of input {small} {want}",)),
+        ("the other layout", _body(np.zeros((1, *other)).tolist()), JSON, (f"Shape of input {(1, *other)} {want}",)),
+        ("flattened images", _body(np.zeros((1, 784)).tolist()), JSON, (f"Shape of input (1, 784) {want}",)),
+        ("ragged batch", _body([np.zeros(shape).tolist(), np.zeros((1, 1, 1)).tolist()]), JSON, ("inhomogeneous shape",)),
+        ("string in tensor", _with_value(shape, "x"), JSON, ("could not convert string to float: 'x'",)),
+        ("null in tensor", _with_value(shape, None), JSON, (not_finite,)),
+        ("object in tensor", _with_value(shape, {"a": 1}), JSON, ("must be a string or a real number, not 'dict'",)),
+        ("NaN", _with_value(shape, float("nan")), JSON, (not_finite,)),
+        ("Infinity", _with_value(shape, float("inf")), JSON, (not_finite,)),
+        ("-Infinity", _with_value(shape, float("-inf")), JSON, (not_finite,)),
+        ("number overflows to inf", good.replace(b"0.0", b"1e400", 1), JSON, (not_finite,)),
+        ("batch above the limit", serving.inputs_json(np.zeros((MAX_BATCH + 1, *shape), np.float32)), JSON, (f"expected at most {MAX_BATCH} images per request, got {MAX_BATCH + 1}",)),
+        ("dataframe instead of tensor", b'{"dataframe_split": {"columns": ["a"], "data": [[1]]}}', JSON, ("contains scalar values", f"tensor spec shape of (-1, {', '.join(map(str, shape))})")),
+        ("content type text/plain", good, {"Content-Type": "text/plain"}, ("only supports the following content types", "Got 'text/plain'")),
+        ("content type form", good, {"Content-Type": "application/x-www-form-urlencoded"}, ("Got 'application/x-www-form-urlencoded'",)),
+        ("charset latin-1", good, {"Content-Type": "application/json; charset=latin-1"}, ("only supports UTF-8",)),
+        ("unknown content type parameter", good, {"Content-Type": "application/json; foo=bar"}, ("Unrecognized content type parameters: foo",)),
     ]  # fmt: skip
 
 
@@ -135,10 +141,17 @@ def test_malformed_requests_get_a_clear_4xx(served):
     cases = malformed_cases(shape)
     assert len(cases) >= 30
     failures = []
-    for name, body, headers, words in cases:
+    for name, body, headers, phrases in cases:
         reply = requests.post(f"{server.url}/invocations", data=body, headers=headers, timeout=60)
-        if not (400 <= reply.status_code < 500 and words in reply.text):
-            failures.append(f"{name}: HTTP {reply.status_code} {reply.text[-200:]!r}")
+        try:
+            message = reply.json()["message"]
+        except (ValueError, KeyError, TypeError):
+            message = reply.text
+        missing = [phrase for phrase in phrases if phrase not in message]
+        if not 400 <= reply.status_code < 500 or missing:
+            failures.append(
+                f"{name}: HTTP {reply.status_code}, missing {missing}: {message[-300:]!r}"
+            )
         _assert_still_serving(server, shape)
     assert not failures, "\n".join(failures)
 

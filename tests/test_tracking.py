@@ -1,8 +1,6 @@
 import mlflow
-import numpy as np
 import pytest
 from mlflow import MlflowClient
-from PIL import Image
 
 from dltrack import tracking
 
@@ -10,7 +8,7 @@ from dltrack import tracking
 def test_default_store_is_sqlite_in_project(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = tracking.tracking_uri()
-    assert uri.startswith("sqlite:///") and uri.endswith("/mlruns/mlflow.db")
+    assert uri.startswith("sqlite:////") and uri.endswith("/mlruns/mlflow.db")
     assert tracking.artifact_root(uri).endswith("/mlruns/artifacts")
     assert tracking.artifact_root(uri).startswith("file:///")
 
@@ -18,85 +16,60 @@ def test_default_store_is_sqlite_in_project(monkeypatch):
 def test_env_overrides_store(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
-    assert tracking.artifact_root() is None
+    assert tracking.artifact_root("http://127.0.0.1:5000") is None
 
 
-def test_get_or_create_reuses_and_keeps_artifacts_in_store(mlflow_store, tmp_path, monkeypatch):
+def test_relative_sqlite_uri_is_taken_from_the_current_directory(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    first = tracking.get_or_create_experiment("exp-a")
-    second = tracking.get_or_create_experiment("exp-a")
-    assert first == second
-    location = MlflowClient().get_experiment(first).artifact_location
-    assert location == (tmp_path / "artifacts").as_uri()
+    assert tracking.artifact_root("sqlite:///mlflow.db") == (tmp_path / "artifacts").as_uri()
+    assert tracking.artifact_root("sqlite:////abs/dir/mlflow.db") == "file:///abs/dir/artifacts"
 
 
-def test_get_or_create_restores_deleted(mlflow_store):
-    experiment_id = tracking.get_or_create_experiment("exp-deleted")
+def test_prepare_creates_once_with_artifacts_beside_the_store(mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = tracking.prepare_experiment("exp-a", tags={"team": "a"})
+    assert tracking.prepare_experiment("exp-a", tags={"team": "b"}) == first
+    experiment = mlflow.set_experiment("exp-a")
+    assert experiment.experiment_id == first
+    assert experiment.artifact_location == (tmp_path / "artifacts").as_uri()
+    assert experiment.tags["team"] == "a"  # an existing experiment keeps its settings
+
+
+def test_set_experiment_alone_would_put_artifacts_in_the_current_directory(
+    mlflow_store, tmp_path, monkeypatch
+):
+    """Why prepare_experiment exists: MLflow's own default for a SQLite store."""
+    elsewhere = tmp_path / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert mlflow.set_experiment("exp-plain").artifact_location.startswith(str(elsewhere))
+
+
+def test_prepare_restores_a_deleted_experiment(mlflow_store):
+    experiment_id = tracking.prepare_experiment("exp-deleted")
     MlflowClient().delete_experiment(experiment_id)
-    assert tracking.get_or_create_experiment("exp-deleted") == experiment_id
-    assert MlflowClient().get_experiment(experiment_id).lifecycle_stage == "active"
+    with pytest.raises(mlflow.exceptions.MlflowException, match="deleted"):
+        mlflow.set_experiment("exp-deleted")
+    assert tracking.prepare_experiment("exp-deleted") == experiment_id
+    assert mlflow.set_experiment("exp-deleted").lifecycle_stage == "active"
 
 
-def test_get_or_create_ends_a_run_left_active(mlflow_store):
-    tracking.get_or_create_experiment("exp-active")
+def test_prepare_ends_a_run_left_active_by_a_failed_cell(mlflow_store):
+    tracking.prepare_experiment("exp-active")
+    mlflow.set_experiment("exp-active")
     left_open = mlflow.start_run()
-    tracking.get_or_create_experiment("exp-active")
+    with pytest.raises(Exception, match="already active"):
+        mlflow.start_run()
+    tracking.prepare_experiment("exp-active")
     assert mlflow.active_run() is None
     assert MlflowClient().get_run(left_open.info.run_id).info.status == "FAILED"
-    with mlflow.start_run():  # and a new run starts normally
-        pass
+    with mlflow.start_run() as fresh:
+        assert fresh.info.run_id != left_open.info.run_id
 
 
-def test_get_or_create_rejects_empty_name(mlflow_store):
+def test_prepare_rejects_an_empty_name(mlflow_store):
     with pytest.raises(ValueError, match="non-empty"):
-        tracking.get_or_create_experiment("  ")
-
-
-def test_artifact_name_has_no_folder():
-    assert tracking.artifact_name("T-shirt/top") == "t-shirt_top"
-    assert tracking.artifact_name("Ankle boot") == "ankle_boot"
-
-
-def test_log_class_samples_pngs(mlflow_store, tmp_path):
-    tracking.get_or_create_experiment("exp-samples")
-    labels = np.repeat(np.arange(10), 3)
-    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
-    with mlflow.start_run() as run:
-        paths = tracking.log_class_samples(images, labels, per_class=2)
-    assert len(paths) == 20
-    assert paths[0] == "sample_images/0_t-shirt_top_0.png"
-    listed = [a.path for a in MlflowClient().list_artifacts(run.info.run_id, "sample_images")]
-    assert sorted(listed) == sorted(paths)  # no sub-folder from "T-shirt/top"
-    local = mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path=paths[0], dst_path=str(tmp_path)
-    )
-    with Image.open(local) as image:
-        assert image.size == (200, 200)
-        assert np.asarray(image)[0, 0] == images[0, 0, 0]
-
-
-def test_log_class_samples_needs_a_run_and_matching_shapes(mlflow_store):
-    tracking.get_or_create_experiment("exp-samples-errors")
-    with pytest.raises(ValueError, match="no active MLflow run"):
-        tracking.log_class_samples(np.zeros((10, 28, 28), np.uint8), np.arange(10))
-    with mlflow.start_run(), pytest.raises(ValueError, match="expected images"):
-        tracking.log_class_samples(np.zeros((10, 28, 28), np.uint8), np.arange(9))
-
-
-def test_summarize_run_reports_what_was_logged(mlflow_store):
-    tracking.get_or_create_experiment("exp-summary")
-    with mlflow.start_run() as run:
-        mlflow.log_params({"epochs": 3, "batch_size": 32})
-        mlflow.log_metric("test_accuracy", 0.875)
-        mlflow.set_tag("purpose", "test")
-        mlflow.log_text("hello", "notes/hello.txt")
-    summary = tracking.summarize_run(run.info.run_id)
-    assert summary.params == {"epochs": "3", "batch_size": "32"}
-    assert summary.metrics == {"test_accuracy": 0.875}
-    assert summary.tags == {"purpose": "test"}
-    assert summary.artifacts == ["notes/hello.txt"]
-    assert summary.status == "FINISHED"
-    assert "test_accuracy" in str(summary) and run.info.run_id in str(summary)
+        tracking.prepare_experiment("  ")
 
 
 class _Echo(mlflow.pyfunc.PythonModel):
@@ -104,20 +77,20 @@ class _Echo(mlflow.pyfunc.PythonModel):
         return model_input
 
 
-def test_register_model_moves_alias(mlflow_store):
-    tracking.get_or_create_experiment("exp-registry")
-    versions = []
-    for _ in range(2):
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=_Echo())
-        versions.append(tracking.register_model(info.model_uri, "echo", alias="champion"))
-    assert [int(v.version) for v in versions] == [1, 2]
-    assert str(MlflowClient().get_model_version_by_alias("echo", "champion").version) == "2"
-    summary = tracking.summarize_run(versions[-1].run_id)
-    assert summary.model_uris == [info.model_uri]
+def test_version_by_alias_is_none_until_the_alias_exists(experiment):
+    experiment("exp-registry")
+    assert tracking.version_by_alias("echo", "champion") is None  # no registered model yet
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=_Echo())
+    version = mlflow.register_model(info.model_uri, "echo")
+    assert tracking.version_by_alias("echo", "champion") is None  # a model, no alias
+    MlflowClient().set_registered_model_alias("echo", "champion", version.version)
+    found = tracking.version_by_alias("echo", "champion")
+    assert found.version == version.version and found.aliases == ["champion"]
 
 
-def test_relative_sqlite_uri_is_taken_from_the_current_directory(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    assert tracking.artifact_root("sqlite:///mlflow.db") == (tmp_path / "artifacts").as_uri()
-    assert tracking.artifact_root("sqlite:////abs/dir/mlflow.db") == "file:///abs/dir/artifacts"
+def test_version_by_alias_raises_other_registry_errors(mlflow_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens; mlflow_store resets it
+    with pytest.raises(mlflow.exceptions.MlflowException, match="127.0.0.1:9"):
+        tracking.version_by_alias("echo", "champion")

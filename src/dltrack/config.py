@@ -13,7 +13,7 @@ from typing import TypeVar
 
 T = TypeVar("T", str, int, float, bool)
 
-__all__ = ["cache_dir", "data_dir", "env_param", "project_root", "set_seeds"]
+__all__ = ["cache_dir", "data_dir", "env_param", "project_root"]
 
 
 def _is_project_root(path: Path) -> bool:
@@ -83,26 +83,3 @@ def env_param(name: str, default: T) -> T:
             f"Environment variable {name}={raw!r} is not a valid {type(default).__name__} "
             f"(default {default!r})."
         ) from None
-
-
-def set_seeds(seed: int) -> None:
-    """Seed Python, NumPy and, where imported, TensorFlow/Keras and PyTorch, in one place.
-
-    Also sets ``PYTHONHASHSEED`` for subprocesses. Frameworks that are not installed are skipped.
-    """
-    import random
-    import sys
-
-    import numpy as np
-
-    os.environ["PYTHONHASHSEED"] = str(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    if "keras" in sys.modules or "tensorflow" in sys.modules:
-        import keras
-
-        keras.utils.set_random_seed(seed)
-    if "torch" in sys.modules:
-        import torch
-
-        torch.manual_seed(seed)

@@ -43,7 +43,7 @@ def init() -> None:
 
 
 def _bad_request(message: str) -> AMLResponse:
-    return AMLResponse(json.dumps({"error": message}), 400, json_str=True)
+    return AMLResponse({"error": message}, 400, json_str=True)  # AMLResponse serialises it
 
 
 def _to_model_input(input_data):

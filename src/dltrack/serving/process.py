@@ -1,21 +1,21 @@
-"""Serve an MLflow model over REST from Python, and query it.
+"""Run a model server from Python: started on 127.0.0.1, ready when it answers, always stopped.
 
 :class:`ModelServer` runs the standard ``mlflow models serve -m <model uri> --env-manager local``
 in a subprocess bound to 127.0.0.1, on a free port unless one is given, waits until ``/ping``
-answers, and always stops the server: on ``stop()``, at the end of a ``with`` block (also when a
-cell inside it fails), when the Python process exits, and, through the kernel's death signal,
-when a notebook kernel is killed.
+answers, and always stops the server with every process it started: on ``stop()``, at the end
+of a ``with`` block (also when a cell inside it fails), when the Python process exits, and,
+where util-linux's ``setpriv`` exists (Linux), when the process that started it is killed.
 
-:func:`predict` sends a numpy batch as ``{"inputs": [...]}`` to ``/invocations`` (MLflow's
-tensor input format) and returns the ``predictions`` as numpy.
+What ``mlflow models serve`` alone does not do: pick a free port, wait until the model is
+loaded, stop on its own, and find ``uvicorn`` from a kernel whose virtual environment is not
+activated (this interpreter's ``bin`` folder is put first on ``PATH``).
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
-import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,39 +26,15 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
 import requests
 
-from dltrack.tracking import tracking_uri
-
-__all__ = ["ModelServer", "ServerStartError", "ServingError", "free_port", "invoke", "predict"]
+__all__ = ["BackgroundServer", "ModelServer", "ServerStartError", "free_port"]
 
 HOST = "127.0.0.1"
 
 
 class ServerStartError(RuntimeError):
     """The model server did not come up; the message holds the end of its log."""
-
-
-class ServingError(RuntimeError):
-    """The server answered with an HTTP error; ``status`` and the server's ``message`` are kept."""
-
-    def __init__(self, status: int, message: str, body: str = "") -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-        self.body = body
-
-    @property
-    def reason(self) -> str:
-        """The server's message without the echo of the request data.
-
-        MLflow's schema errors read "Failed to enforce schema of data '<the whole array>' with
-        schema '...'. Error: <reason>"; this returns the part after the last "Error: ".
-        """
-        head, sep, tail = self.message.rpartition("Error: ")
-        return tail.strip() if sep else self.message
 
 
 def free_port(host: str = HOST) -> int:
@@ -77,14 +53,12 @@ def _port_in_use(host: str, port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """New session (so stop() can signal the whole group) and SIGTERM when the parent dies."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    """``command`` run by util-linux's ``setpriv --pdeathsig TERM`` where it exists: the server
+    gets SIGTERM when the process that started it dies (a killed notebook kernel), which no
+    ``atexit`` handler can catch."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
 def _kill_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -149,11 +123,14 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     def _env(self) -> dict[str, str]:
+        import mlflow
+
         env = dict(os.environ)
         # Servers are started by name (mlflow starts `uvicorn`): put this interpreter's bin
         # folder first on PATH, so a kernel running from a venv that is not activated works.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+        # the store this process uses (a notebook's mlflow.set_tracking_uri), for models:/ URIs
+        env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         return env
@@ -185,12 +162,12 @@ class BackgroundServer:
         self.log_path = Path(log)
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                self.command(),
+                _with_parent_death_signal(self.command()),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self._env(),
-                preexec_fn=_die_with_parent,
+                start_new_session=True,  # its own process group: stop() signals all of it
             )
         self._finalizer = weakref.finalize(self, _kill_group, self.process)
         atexit.register(self._finalizer)
@@ -276,59 +253,3 @@ class ModelServer(BackgroundServer):
         state = "running" if self.running else "stopped"
         where = self.url if self.port else "-"
         return f"ModelServer({self.model_uri!r}, {where}, {state})"
-
-
-def invoke(url: str, payload: Any, timeout: float = 60.0) -> Any:
-    """POST ``payload`` as JSON to ``<url>/invocations`` and return the decoded JSON reply.
-
-    Raises:
-        ServingError: the server answered 4xx or 5xx; carries its status and message.
-    """
-    return _post(url, json.dumps(payload).encode(), timeout)
-
-
-def _post(url: str, body: bytes, timeout: float) -> Any:
-    response = requests.post(
-        f"{url.rstrip('/')}/invocations",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        timeout=timeout,
-    )
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        message = body.get("message", response.text) if isinstance(body, dict) else response.text
-        raise ServingError(response.status_code, message, response.text)
-    return response.json()
-
-
-def inputs_json(batch: np.ndarray) -> bytes:
-    """The request body ``{"inputs": batch}`` as compact JSON.
-
-    orjson writes each float32 with the shortest decimal that reads back to the same float32
-    ("0.003921569", not ``tolist()``'s "0.003921568859368563"), so the body is about half as
-    long and the server parses it faster, while the model gets exactly the same values.
-    """
-    array = np.ascontiguousarray(batch)
-    return orjson.dumps({"inputs": array}, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def predict(url: str, batch: np.ndarray, timeout: float = 60.0) -> np.ndarray:
-    """Send a numpy batch as ``{"inputs": batch}`` and return ``predictions`` as numpy.
-
-    Args:
-        url: server base URL (:attr:`ModelServer.url`).
-        batch: the model's input, batch first, e.g. (n, 28, 28, 1) float32 for notebook 01 or
-            (n, 1, 28, 28) for notebook 02.
-
-    Returns:
-        The ``predictions`` of the reply as an array, e.g. (n, 10) float32.
-
-    Raises:
-        ServingError: the server rejected the request (e.g. wrong shape); the message says why.
-    """
-    reply = _post(url, inputs_json(np.asarray(batch)), timeout)
-    predictions = reply["predictions"] if isinstance(reply, dict) else reply
-    return np.asarray(predictions, dtype=np.float32)

@@ -1,11 +1,14 @@
-"""``make demo``: run the notebooks headless on the shipped subset and report what they tracked.
+"""Run the tutorial notebooks headless and report what they tracked (``make demo``).
 
-Each notebook is executed with nbclient in ``notebooks/`` (as Jupyter would), against the
-project's MLflow store; the executed copies go to ``build/executed/`` (git-ignored). Then, for
-every run the notebooks made, the report prints the experiment, run id, test accuracy, the
-registered model version and its aliases, the REST check, and how to open the MLflow UI.
+Each notebook is executed with nbclient in ``notebooks/`` (as Jupyter would) against the MLflow
+store of the environment; the executed copies go to ``build/executed/`` (git-ignored). Then,
+for every run the notebooks started, the report prints the experiment, the run, its test
+accuracy, the models it logged, and the registered versions with their aliases.
 
-Usage: ``python -m dltrack.demo [NOTEBOOK ...]`` (default: every notebook in ``notebooks/``).
+    python tools/notebooks.py [NOTEBOOK ...]     # default: every notebook in notebooks/
+
+This runner is a project tool, not part of the installed ``dltrack`` package; the tests import
+it (``pythonpath = ["tools"]`` in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ from dltrack.config import project_root
 
 __all__ = ["main", "report", "run_notebook"]
 
+ACCURACY_KEYS = ("accuracy_score", "test_acc", "test_accuracy")
+
 
 def run_notebook(path: Path, output_dir: Path, timeout: int = 1800) -> Path:
-    """Execute ``path`` with its folder as working directory; write the executed copy.
+    """Execute ``path`` with its folder as working directory, in the kernel its metadata
+    names; write the executed copy to ``output_dir``.
 
     Returns:
         The executed notebook's path in ``output_dir``.
 
     Raises:
         nbclient.exceptions.CellExecutionError: a cell failed; the message shows the cell and
-            the traceback. The partially executed copy is still written.
+            the traceback. The partly executed copy is still written.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -36,10 +42,7 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / path.name
     client = NotebookClient(
-        notebook,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
+        notebook, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
     )
     try:
         client.execute()
@@ -49,7 +52,7 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800) -> Path:
 
 
 def report(since_ms: int) -> list[str]:
-    """Lines describing every run started since ``since_ms`` (epoch milliseconds)."""
+    """Lines describing every top-level run started since ``since_ms`` (epoch milliseconds)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -62,45 +65,49 @@ def report(since_ms: int) -> list[str]:
     )
     lines = []
     for run in runs:
-        if "rest_check" not in run.data.tags:  # only the notebooks' main runs
+        if "mlflow.parentRunId" in run.data.tags:
             continue
         experiment = client.get_experiment(run.info.experiment_id).name
         metrics = run.data.metrics
-        accuracy = next(
-            (metrics[k] for k in ("test_accuracy", "test_acc", "accuracy_score") if k in metrics),
-            None,
+        accuracy = next((metrics[k] for k in ACCURACY_KEYS if k in metrics), None)
+        models = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+            output_format="list",
         )
-        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
         lines.append(f"experiment      {experiment}")
-        lines.append(f"  run id        {run.info.run_id} ({run.info.status})")
+        lines.append(f"  run           {run.info.run_name} {run.info.run_id} ({run.info.status})")
         lines.append(
             f"  test accuracy {accuracy:.4f}" if accuracy is not None else "  test accuracy -"
         )
-        for version in versions:
-            aliases = client.get_model_version(version.name, version.version).aliases
+        for model in models:
+            lines.append(f"  logged model  models:/{model.model_id} ({model.name})")
+        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            found = client.get_model_version(version.name, version.version)
             lines.append(
-                f"  registered    {version.name} version {version.version} aliases {aliases}"
+                f"  registered    {found.name} version {found.version}, aliases {found.aliases}"
+                + (f": {found.tags['promotion']}" if "promotion" in found.tags else "")
             )
-        lines.append(f"  REST check    {run.data.tags['rest_check']}")
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the notebooks and print the report; exit status 1 if a notebook failed."""
+    import mlflow
+
     from dltrack import tracking
+    from dltrack.models import sentiment
 
     argv = sys.argv[1:] if argv is None else argv
     root = project_root()
     notebooks = [Path(a).resolve() for a in argv] or sorted((root / "notebooks").glob("*.ipynb"))
-    uri = tracking.setup_tracking()
-    print(f"MLflow store: {uri}")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    print(f"MLflow store: {mlflow.get_tracking_uri()}")
     since = int(time.time() * 1000)
     failed = []
     for path in notebooks:
         if path.name.startswith("03_"):
-            from dltrack import hf
-
-            ok, why = hf.model_availability()
+            ok, why = sentiment.model_availability()
             if not ok:
                 print(f"skipping {path.name}: {why}")
                 continue
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(report(since)) or "no runs recorded")
     print()
-    print("Open the MLflow UI on this store: make ui   (then http://127.0.0.1:5000)")
+    print("Open the MLflow UI on this store: make ui")
     if failed:
         print(f"FAILED: {', '.join(failed)}")
         return 1

@@ -14,16 +14,14 @@ Two course defects are fixed, each one parameter away:
 - ``learning_rate=1e-3``: the course used Adam with 0.02, twenty times Adam's usual rate, and got
   84.9 % test accuracy. ``COURSE_LEARNING_RATE`` restores it.
 
-Beyond the course, ``lr_schedule="cosine"`` decays the rate to 0 along a cosine over the run
-(as notebook 01 does): 92.7 % test accuracy after 5 epochs on the full data, against 91.1 % with
-a constant 1e-3 (``lr_schedule="constant"``, measured here; benchmarks/train_bench.py).
+Beyond the course, each one argument away:
 
-Beyond the course, for speed (``memory_format="channels_last"``, the default): the network's
-convolution weights are kept in PyTorch's channels-last layout (N, H, W, C in memory, same
-(N, C, H, W) shape; see PyTorch's "Channels Last Memory Format" tutorial), and the convolutions'
-outputs follow it, which oneDNN's CPU kernels run faster: 3.7 s against 4.6 s for 200 training
-steps of batch 64 on 2 cores, measured here (3 alternating pairs in one process). Values, shapes and the input contract do not change; ``"contiguous"`` restores the
-default layout.
+- ``lr_schedule="cosine"`` decays the rate to 0 along a cosine over the run, as notebook 01
+  does (:mod:`dltrack.models.schedules`); ``"constant"`` is the course.
+- ``memory_format="channels_last"``: the convolution weights, and so their outputs, are kept in
+  PyTorch's channels-last layout (N, H, W, C in memory, the same (N, C, H, W) shape; PyTorch's
+  "Channels Last Memory Format" tutorial), which oneDNN's CPU convolutions run faster. Values,
+  shapes and the input contract do not change; ``"contiguous"`` is PyTorch's default layout.
 
 Data: torchvision's ``FashionMNIST`` (fed offline by :mod:`dltrack.data`), a seeded random
 55,000/5,000 train/validation split (the same 11:1 proportion for subsets), batches of 64.
@@ -45,11 +43,11 @@ from torch.utils.data import DataLoader, TensorDataset, random_split
 from torchmetrics.classification import MulticlassAccuracy
 
 from dltrack.data import prepare_torchvision_fashion_mnist
+from dltrack.models.schedules import LRSchedule, check_lr_schedule
 
 __all__ = ["COURSE_LEARNING_RATE", "FashionMNISTDataModule", "FashionMNISTCNN"]
 
 COURSE_LEARNING_RATE = 0.02
-LR_SCHEDULES = ("cosine", "onecycle", "constant")
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
@@ -60,8 +58,8 @@ class FashionMNISTCNN(L.LightningModule):
         learning_rate: Adam's learning rate (course: 0.02, see module docstring).
         dropout: "dropout" (``nn.Dropout``) or "dropout2d" (the course's ``nn.Dropout2d``).
         num_classes: output width.
-        lr_schedule: "cosine" (default), "onecycle" or "constant" (the course); see
-            :meth:`configure_optimizers`.
+        lr_schedule: "cosine" (default) or "constant" (the course); see
+            :mod:`dltrack.models.schedules`.
         memory_format: "channels_last" (default, faster convolutions on CPU) or "contiguous"
             (PyTorch's default layout); see the module docstring.
 
@@ -74,14 +72,13 @@ class FashionMNISTCNN(L.LightningModule):
         learning_rate: float = 1e-3,
         dropout: Literal["dropout", "dropout2d"] = "dropout",
         num_classes: int = 10,
-        lr_schedule: Literal["cosine", "onecycle", "constant"] = "cosine",
+        lr_schedule: LRSchedule = "cosine",
         memory_format: Literal["channels_last", "contiguous"] = "channels_last",
     ) -> None:
         super().__init__()
         if dropout not in ("dropout", "dropout2d"):
             raise ValueError(f"dropout must be 'dropout' or 'dropout2d', got {dropout!r}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        check_lr_schedule(lr_schedule)
         if memory_format not in MEMORY_FORMATS:
             raise ValueError(
                 f"memory_format must be one of {tuple(MEMORY_FORMATS)}, got {memory_format!r}"
@@ -142,19 +139,14 @@ class FashionMNISTCNN(L.LightningModule):
         return self(images)
 
     def configure_optimizers(self):
-        """Adam; with "cosine" the rate decays to 0 along a cosine over all training steps,
-        with "onecycle" it warms up to ``learning_rate`` then anneals (``OneCycleLR``), with
-        "constant" it stays at ``learning_rate`` (the course)."""
+        """Adam; with "cosine" its rate decays to 0 along a cosine over all training steps
+        (``CosineAnnealingLR``, stepped every batch), with "constant" it stays at
+        ``learning_rate`` (the course)."""
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
         if self.hparams.lr_schedule == "constant":
             return optimizer
         steps = int(self.trainer.estimated_stepping_batches)
-        if self.hparams.lr_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        else:
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=self.hparams.learning_rate, total_steps=steps
-            )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -1,36 +1,39 @@
-"""dltrack.hf, and MLflow's transformers flavor end to end on a tiny model."""
+"""dltrack.models.sentiment (which model, offline errors), and MLflow's transformers flavor end to
+end on a tiny model and on the real one."""
 
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from dltrack import hf, tracking
+from dltrack.models import sentiment
 
 transformers = pytest.importorskip("transformers")
 
 
 def test_default_is_the_course_model(monkeypatch):
     monkeypatch.delenv("DLTRACK_SENTIMENT_MODEL", raising=False)
-    assert hf.resolve_sentiment_model() == "distilbert-base-uncased-finetuned-sst-2-english"
+    assert sentiment.resolve_sentiment_model() == "distilbert-base-uncased-finetuned-sst-2-english"
 
 
 def test_relative_folder_resolves_from_project(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert hf.resolve_sentiment_model("src/dltrack") == str(Path(hf.__file__).parent)
+    assert sentiment.resolve_sentiment_model("src/dltrack") == str(
+        Path(sentiment.__file__).parents[1]
+    )
     monkeypatch.setenv("DLTRACK_SENTIMENT_MODEL", "src/dltrack")
-    assert hf.resolve_sentiment_model() == str(Path(hf.__file__).parent)
+    assert sentiment.resolve_sentiment_model() == str(Path(sentiment.__file__).parents[1])
 
 
 def test_folder_without_config_is_unavailable(tmp_path):
-    ok, message = hf.model_availability(str(tmp_path))
+    ok, message = sentiment.model_availability(str(tmp_path))
     assert not ok and "no config.json" in message and "DLTRACK_SENTIMENT_MODEL" in message
 
 
 def test_offline_hub_model_not_cached_is_unavailable(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    ok, message = hf.model_availability("someone/not-cached-model")
+    ok, message = sentiment.model_availability("someone/not-cached-model")
     assert not ok
     assert "HF_HUB_OFFLINE" in message and "export DLTRACK_SENTIMENT_MODEL=" in message
 
@@ -38,29 +41,13 @@ def test_offline_hub_model_not_cached_is_unavailable(monkeypatch, tmp_path):
 def test_offline_load_failure_becomes_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(hf.ModelUnavailableError) as caught:  # noqa: SIM117
-        with hf.explain_model_errors("someone/not-cached-model"):
+    with pytest.raises(sentiment.ModelUnavailableError) as caught:  # noqa: SIM117
+        with sentiment.explain_model_errors("someone/not-cached-model"):
             transformers.pipeline("sentiment-analysis", model="someone/not-cached-model")
     message = str(caught.value)
     assert message.startswith("Cannot load the sentiment model 'someone/not-cached-model'")
     assert "DLTRACK_SENTIMENT_MODEL" in message and "\n" not in message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
-
-
-def test_sentences_are_balanced_and_checked():
-    sentences = hf.load_sentences()
-    assert len(sentences) == 300
-    assert sentences["label"].value_counts().to_dict() == {"POSITIVE": 150, "NEGATIVE": 150}
-    assert set(sentences["source"]) == {"amazon", "imdb", "yelp"}
-
-
-def test_sentences_checksum(monkeypatch, tmp_path):
-    copy = tmp_path / "sentiment-sentences" / "sentences-300.csv"
-    copy.parent.mkdir()
-    copy.write_text("source,text,label\nx,y,POSITIVE\n")
-    monkeypatch.setattr(hf, "data_dir", lambda: tmp_path)
-    with pytest.raises(OSError, match="sentences-300.csv is corrupted"):
-        hf.load_sentences()
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +72,8 @@ def tiny_random_pipeline(tmp_path_factory):
     return transformers.pipeline("sentiment-analysis", model=model, tokenizer=tokenizer)
 
 
-def test_mlflow_plumbing_with_tiny_random_model(mlflow_store, tiny_random_pipeline):
-    tracking.get_or_create_experiment("test-hf-plumbing")
+def test_mlflow_plumbing_with_tiny_random_model(experiment, tiny_random_pipeline):
+    experiment("test-hf-plumbing")
     with mlflow.start_run():
         info = mlflow.transformers.log_model(
             transformers_model=tiny_random_pipeline,
@@ -106,28 +93,28 @@ def test_mlflow_plumbing_with_tiny_random_model(mlflow_store, tiny_random_pipeli
 
 @pytest.fixture(scope="module")
 def real_model():
-    ok, message = hf.model_availability()
+    ok, message = sentiment.model_availability()
     if not ok:
         pytest.skip(message)
-    return hf.resolve_sentiment_model()
+    return sentiment.resolve_sentiment_model()
 
 
-def test_logged_real_model_gives_the_course_labels(mlflow_store, real_model):
-    tracking.get_or_create_experiment("test-hf-real")
-    sentiment = transformers.pipeline("sentiment-analysis", model=real_model)
+def test_logged_real_model_gives_the_course_labels(experiment, real_model):
+    experiment("test-hf-real")
+    classifier = transformers.pipeline("sentiment-analysis", model=real_model)
     with mlflow.start_run():
         info = mlflow.transformers.log_model(
-            transformers_model=sentiment, name="sentiment-model",
-            input_example=list(hf.COURSE_SENTENCES)[:2], model_card=hf.model_card(real_model),
+            transformers_model=classifier, name="sentiment-model",
+            input_example=list(sentiment.COURSE_SENTENCES)[:2], model_card=sentiment.model_card(real_model),
         )  # fmt: skip
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     if Path(real_model).is_absolute():
         assert (local / "model_card.md").read_text().strip()
-    predictions = mlflow.pyfunc.load_model(info.model_uri).predict(list(hf.COURSE_SENTENCES))
-    assert predictions["label"].tolist() == list(hf.COURSE_SENTENCES.values())
+    predictions = mlflow.pyfunc.load_model(info.model_uri).predict(list(sentiment.COURSE_SENTENCES))
+    assert predictions["label"].tolist() == list(sentiment.COURSE_SENTENCES.values())
 
 
 def test_misspelled_folder_is_reported_not_crashed(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ok, message = hf.model_availability("../no/such/model-folder")
+    ok, message = sentiment.model_availability("../no/such/model-folder")
     assert not ok and "neither an existing model folder nor a Hub model id" in message

@@ -1,4 +1,4 @@
-"""The Hugging Face sentiment model for notebook 03: which model, offline, and clear errors.
+"""The Hugging Face sentiment model of notebook 03: which model, offline, and clear errors.
 
 The notebook calls ``transformers.pipeline("sentiment-analysis", model=...)`` itself. This
 module decides *which* model: the course's Hub model
@@ -11,14 +11,11 @@ turns the loader's long traceback into one message that says what to set.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
-
-from dltrack.config import data_dir, project_root
+from dltrack.config import project_root
 
 __all__ = [
     "DEFAULT_SENTIMENT_MODEL",
@@ -28,7 +25,6 @@ __all__ = [
     "model_availability",
     "explain_model_errors",
     "model_card",
-    "load_sentences",
 ]
 
 ENV_VAR = "DLTRACK_SENTIMENT_MODEL"
@@ -41,9 +37,6 @@ COURSE_SENTENCES: dict[str, str] = {
     "We are planning a fun picnic today": "POSITIVE",
     "It was way too tiring a journey with not much to show for it": "NEGATIVE",
 }
-
-SENTENCES_FILE = "sentiment-sentences/sentences-300.csv"
-SENTENCES_SHA256 = "949bafd1dd88fff0b8eb6f2ccc2c7a7757ee2d5df1c0ba41902eaffa80576d94"
 
 
 class ModelUnavailableError(OSError):
@@ -162,22 +155,3 @@ def model_card(model: str | None = None):
 
         return ModelCard.load(readme)
     return None
-
-
-def load_sentences() -> pd.DataFrame:
-    """The shipped labelled sentences: 300 rows, columns ``source``, ``text``, ``label``
-    (POSITIVE/NEGATIVE, 150 each); UCI Sentiment Labelled Sentences, CC BY 4.0 (see its README).
-
-    Raises:
-        OSError: the file is missing or its sha256 differs; the message names the file.
-    """
-    path = data_dir() / SENTENCES_FILE
-    if not path.is_file():
-        raise OSError(f"missing {path}; restore it with `git checkout -- data/sentiment-sentences`")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != SENTENCES_SHA256:
-        raise OSError(
-            f"{path} is corrupted (sha256 {digest}); restore it with "
-            "`git checkout -- data/sentiment-sentences`"
-        )
-    return pd.read_csv(path)

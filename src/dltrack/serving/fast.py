@@ -15,10 +15,10 @@ Where the time of a request goes (measured in ``benchmarks/serve_bench.py``, REA
   about half as long by writing each float32 with the shortest decimal that reads back to the
   same float32 (orjson), so the server gets the same values from fewer bytes.
 
-Both are MLflow models from code: the small files in :mod:`dltrack.pyfunc` are copied into the
+Both are MLflow models from code: the small files in :mod:`dltrack.serving.pyfunc` are copied into the
 logged model, with the ``dltrack`` package as code; nothing is pickled. Both check each batch
-first (:func:`dltrack.data.as_image_batch`: shape, numbers, NaN/inf, at most
-:data:`dltrack.pyfunc.base.MAX_BATCH` images) and answer bad input with HTTP 400 and a message
+first (:func:`dltrack.serving.pyfunc.base.as_image_batch`: shape, numbers, NaN/inf, at most
+:data:`dltrack.serving.pyfunc.base.MAX_BATCH` images) and answer bad input with HTTP 400 and a message
 that says what was expected.
 """
 
@@ -36,6 +36,7 @@ from mlflow.models.model import ModelInfo
 __all__ = ["log_keras_for_serving", "log_torch_for_serving"]
 
 _CODE = Path(__file__).with_name("pyfunc")
+_PACKAGE = Path(__file__).parents[1]  # dltrack, copied into the model for dltrack.serving.pyfunc
 
 
 def _log(code: str, artifacts: dict[str, str], requirements: list[str], **kwargs: Any) -> ModelInfo:
@@ -44,7 +45,7 @@ def _log(code: str, artifacts: dict[str, str], requirements: list[str], **kwargs
         return mlflow.pyfunc.log_model(
             python_model=str(_CODE / code),
             artifacts=artifacts,
-            code_paths=[str(_CODE.parent)],  # the dltrack package, for dltrack.pyfunc.base
+            code_paths=[str(_PACKAGE)],
             pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", *requirements],
             **kwargs,
         )

@@ -2,7 +2,7 @@
 traced ``tf.function`` instead of ``keras.Model.predict`` (which builds a data pipeline, runs
 callbacks and prints a progress bar on every call: about 40 ms per request).
 
-Inside ``mlflow models serve`` (only there, see :func:`dltrack.pyfunc.base.in_scoring_server`)
+Inside ``mlflow models serve`` (only there, see :func:`dltrack.serving.pyfunc.base.in_scoring_server`)
 TensorFlow runs each op with one intra-op and one inter-op thread: for a one-image convolution a
 thread pool's hand-off costs more than it saves. Measured here on 2 cores, in-process: one image
 0.38 ms against 0.67 ms with ``predict_on_batch`` and the default pools; 256 images 20 ms
@@ -19,7 +19,7 @@ import os
 import mlflow
 import numpy as np
 
-from dltrack.pyfunc.base import ImageClassifier, in_scoring_server, tune_gc_for_serving
+from dltrack.serving.pyfunc.base import ImageClassifier, in_scoring_server, tune_gc_for_serving
 
 
 class KerasForward(ImageClassifier):

@@ -9,8 +9,6 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from dltrack.data import as_image_batch
-
 #: Largest batch one request may carry (about 3 MB of JSON per 256 images).
 MAX_BATCH = 1024
 
@@ -61,6 +59,42 @@ def tune_gc_for_serving() -> bool:
         flush=True,
     )
     return True
+
+
+def as_image_batch(
+    images: object, image_shape: tuple[int, ...], max_batch: int | None = None
+) -> np.ndarray:
+    """A model-ready batch: float32, C-contiguous, shape (n, *image_shape).
+
+    Args:
+        images: array-like (numpy array, torch tensor, nested lists) of pixel values in [0, 1].
+        image_shape: one image's shape, e.g. (28, 28, 1) for Keras or (1, 28, 28) for PyTorch.
+        max_batch: largest n accepted (``None``: no limit).
+
+    Returns:
+        float32 array of shape (n, *image_shape).
+
+    Raises:
+        ValueError: not numbers, the shape is not (n, *image_shape), n is 0 or above
+            ``max_batch``, or values are NaN or infinite. The message says what was expected.
+    """
+    if hasattr(images, "detach"):  # a torch tensor
+        images = images.detach().cpu().numpy()
+    expected = f"a batch of shape (n, {', '.join(map(str, image_shape))}) float32 pixel values"
+    try:
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"expected {expected}; got values that are not numbers ({err})") from None
+    if batch.shape[1:] != tuple(image_shape) or batch.shape[0] == 0:
+        raise ValueError(f"expected {expected} with n >= 1, got shape {batch.shape}")
+    if max_batch is not None and batch.shape[0] > max_batch:
+        raise ValueError(
+            f"expected at most {max_batch} images per request, got {batch.shape[0]}; "
+            "split the batch"
+        )
+    if not np.isfinite(batch).all():
+        raise ValueError(f"expected {expected}; got NaN or infinite values")
+    return batch
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):

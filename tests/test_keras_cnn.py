@@ -3,7 +3,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from dltrack.models import build_course_cnn  # noqa: E402 (after importorskip)
+from dltrack.models.keras_cnn import build_course_cnn  # noqa: E402 (after importorskip)
 
 
 def test_course_cnn_layers_and_output():
@@ -27,13 +27,18 @@ def test_course_cnn_layers_and_output():
     assert build_course_cnn(total_steps=10, steps_per_execution=1).steps_per_execution == 1
 
 
-def test_schedules():
-    cosine = build_course_cnn(lr_schedule="cosine", total_steps=100)
-    rate = cosine.optimizer.learning_rate
-    assert float(cosine.optimizer._get_current_learning_rate()) == pytest.approx(1e-3)
-    constant = build_course_cnn(lr_schedule="constant")
-    assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
-    assert rate is not None
+def test_cosine_schedule_halves_at_the_middle_and_ends_at_zero():
+    model = build_course_cnn(lr_schedule="cosine", learning_rate=1e-3, total_steps=100)
+    schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(25)) == pytest.approx(1e-3 * (1 + np.cos(np.pi / 4)) / 2)
+    assert float(schedule(50)) == pytest.approx(0.5e-3)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_constant_schedule_is_the_course_rate():
+    model = build_course_cnn(lr_schedule="constant")
+    assert model.optimizer.get_config()["learning_rate"] == pytest.approx(1e-3)
 
 
 def test_bad_schedule_arguments():

@@ -19,28 +19,22 @@ Class names and label order follow the Fashion-MNIST README (Xiao, Rasul, Vollgr
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from dltrack.config import cache_dir, data_dir
+from dltrack.data.checksums import DatasetError, verify_file
 
 __all__ = [
     "CLASS_NAMES",
     "FILES",
     "KNOWN_RELEASES",
-    "DatasetError",
     "fashion_mnist_dir",
-    "per_class_indices",
     "prepare_keras_fashion_mnist",
     "prepare_torchvision_fashion_mnist",
-    "scale_images",
-    "as_image_batch",
     "verify_fashion_mnist",
 ]
 
@@ -94,10 +88,6 @@ ENV_VAR = "DLTRACK_FASHION_MNIST_DIR"
 OFFICIAL_SOURCE = "https://github.com/zalandoresearch/fashion-mnist#get-the-data"
 
 
-class DatasetError(OSError):
-    """A data file is missing, unreadable or does not match a known checksum."""
-
-
 def fashion_mnist_dir(data_dir_: str | os.PathLike[str] | None = None) -> Path:
     """Return the folder holding the four Fashion-MNIST IDX files to use.
 
@@ -112,14 +102,6 @@ def fashion_mnist_dir(data_dir_: str | os.PathLike[str] | None = None) -> Path:
     if not path.is_absolute():
         path = data_dir().parent / path
     return path.resolve()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_fashion_mnist(data_dir_: str | os.PathLike[str] | None = None) -> str:
@@ -139,16 +121,10 @@ def verify_fashion_mnist(data_dir_: str | os.PathLike[str] | None = None) -> str
     )
     candidates: set[str] | None = None
     for name in FILES:
-        path = folder / name
-        if not path.is_file():
-            raise DatasetError(f"Fashion-MNIST file missing: {path}. {how_to_fix}")
-        digest = _sha256(path)
+        digest = verify_file(
+            folder / name, {files[name] for files in KNOWN_RELEASES.values()}, how_to_fix
+        )
         matches = {rel for rel, files in KNOWN_RELEASES.items() if files[name] == digest}
-        if not matches:
-            raise DatasetError(
-                f"Fashion-MNIST file {path} is corrupted or unknown: sha256 {digest} matches no "
-                f"known release. {how_to_fix}"
-            )
         candidates = matches if candidates is None else candidates & matches
     if not candidates:
         raise DatasetError(
@@ -255,99 +231,3 @@ def prepare_torchvision_fashion_mnist(
                 shutil.copyfileobj(src, dst)
         stamp.write_text(json.dumps(wanted))
     return root_path
-
-
-def per_class_indices(labels: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:
-    """Indices of the first ``per_class`` examples of each class, in ascending order.
-
-    Deterministic (no random state), the same rule that made the shipped subset, so a subset of
-    a subset is reproducible.
-
-    Args:
-        labels: integer class labels, shape (n,).
-        per_class: how many examples of each class to keep, >= 1.
-        num_classes: classes are 0 .. num_classes - 1.
-
-    Returns:
-        int64 array of shape (num_classes * per_class,), sorted ascending.
-
-    Raises:
-        ValueError: ``labels`` is not 1-D, ``per_class`` < 1, or a class has fewer examples.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must have shape (n,), got {labels.shape}")
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
-    chosen = []
-    for label in range(num_classes):
-        where = np.flatnonzero(labels == label)
-        if len(where) < per_class:
-            raise ValueError(
-                f"class {label} has {len(where)} examples, fewer than per_class={per_class}"
-            )
-        chosen.append(where[:per_class])
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-def scale_images(images: np.ndarray, add_channel_axis: bool = True) -> np.ndarray:
-    """Scale uint8 pixels (0..255) to float32 in [0, 1], the course's ``x / 255``.
-
-    Args:
-        images: uint8 array of shape (n, 28, 28).
-        add_channel_axis: append a channel axis, giving (n, 28, 28, 1), Keras's channels-last.
-
-    Returns:
-        float32 array, values in [0, 1].
-
-    Raises:
-        ValueError: the array is not uint8 of shape (n, height, width).
-    """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(
-            f"expected uint8 images of shape (n, height, width), got {images.dtype} {images.shape}"
-        )
-    scaled = images.astype(np.float32) / 255.0
-    return scaled[..., np.newaxis] if add_channel_axis else scaled
-
-
-def as_image_batch(
-    images: object, image_shape: tuple[int, ...], max_batch: int | None = None
-) -> np.ndarray:
-    """A model-ready batch: float32, C-contiguous, shape (n, *image_shape).
-
-    The logged models' signatures declare float32 tensors. NumPy makes float64 by default
-    (``np.random.rand``, arithmetic on ints), and MLflow rejects float64 with a long schema
-    error that prints the whole array; this converts first, and rejects what cannot be made
-    to fit with a short message.
-
-    Args:
-        images: array-like (numpy array, torch tensor, nested lists) of pixel values in [0, 1].
-        image_shape: one image's shape, e.g. (28, 28, 1) for Keras or (1, 28, 28) for PyTorch.
-        max_batch: largest n accepted (``None``: no limit).
-
-    Returns:
-        float32 array of shape (n, *image_shape).
-
-    Raises:
-        ValueError: not numbers, the shape is not (n, *image_shape), n is 0 or above
-            ``max_batch``, or values are NaN or infinite. The message says what was expected.
-    """
-    if hasattr(images, "detach"):  # a torch tensor
-        images = images.detach().cpu().numpy()
-    expected = f"a batch of shape (n, {', '.join(map(str, image_shape))}) float32 pixel values"
-    try:
-        batch = np.ascontiguousarray(images, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"expected {expected}; got values that are not numbers ({err})") from None
-    if batch.shape[1:] != tuple(image_shape) or batch.shape[0] == 0:
-        raise ValueError(f"expected {expected} with n >= 1, got shape {batch.shape}")
-    if max_batch is not None and batch.shape[0] > max_batch:
-        raise ValueError(
-            f"expected at most {max_batch} images per request, got {batch.shape[0]}; "
-            "split the batch"
-        )
-    if not np.isfinite(batch).all():
-        raise ValueError(f"expected {expected}; got NaN or infinite values")
-    return batch

@@ -8,7 +8,7 @@ Input (n, *input_shape) float32; output the module's output, e.g. (n, 10) float3
 import mlflow
 import numpy as np
 
-from dltrack.pyfunc.base import ImageClassifier, tune_gc_for_serving
+from dltrack.serving.pyfunc.base import ImageClassifier, tune_gc_for_serving
 
 
 class TorchForward(ImageClassifier):

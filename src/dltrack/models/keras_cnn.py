@@ -4,32 +4,31 @@ Architecture exactly as in the course: Conv2D(32, 3x3, relu, he_normal) -> MaxPo
 -> Dropout(0.25) -> Conv2D(128, 3x3, relu) -> Dropout(0.4) -> Flatten -> Dense(128, relu)
 -> Dropout(0.3) -> Dense(10, softmax); Adam; categorical cross-entropy; accuracy.
 
-What dltrack changes, each one parameter away from the course: Keras runs 64 steps per call of
-its compiled train function (``steps_per_execution``, same steps, less overhead); the learning
-rate follows a cosine
-decay from 1e-3 to 0 over the whole run (``lr_schedule="cosine"``) instead of a constant 1e-3
-(``lr_schedule="constant"``, the course). Large steps late in training make the last epochs
-bounce around a minimum; decaying them is the standard fix and is what lifts 10 epochs from
-the course's 90.1 % to above 92.5 % test accuracy (README, benchmarks/train_bench.py).
+Two settings differ from the course, each one argument away:
+
+- ``lr_schedule="cosine"``: Adam's rate decays from 1e-3 to 0 over the run
+  (:mod:`dltrack.models.schedules`); ``"constant"`` is the course. Large steps late in training
+  make the last epochs bounce around a minimum; decaying them is the standard fix.
+- ``steps_per_execution=64``: Keras runs 64 optimizer steps per call of its compiled train
+  function. The steps and their results are the same, with less Python overhead between
+  them; 1 is the course (and Keras's default).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import keras
 from keras import layers
 
-__all__ = ["LR_SCHEDULES", "build_course_cnn"]
+from dltrack.models.schedules import LRSchedule, check_lr_schedule
 
-LR_SCHEDULES = ("cosine", "constant")
+__all__ = ["build_course_cnn"]
 
 
 def build_course_cnn(
     input_shape: tuple[int, int, int] = (28, 28, 1),
     num_classes: int = 10,
     learning_rate: float = 1e-3,
-    lr_schedule: Literal["cosine", "constant"] = "cosine",
+    lr_schedule: LRSchedule = "cosine",
     total_steps: int | None = None,
     steps_per_execution: int = 64,
 ) -> keras.Model:
@@ -42,10 +41,8 @@ def build_course_cnn(
         lr_schedule: "cosine" decays the rate to 0 over ``total_steps`` optimizer steps
             (epochs x batches per epoch); "constant" is the course's setting.
         total_steps: required for "cosine".
-        steps_per_execution: optimizer steps Keras runs per call of its compiled train function
-            (course: 1, Keras's default). The steps and their results are the same; only the
-            Python overhead between steps (and the granularity of batch-level callbacks) changes:
-            about 20 % faster per epoch on 2 CPU cores (benchmarks/train_bench.py).
+        steps_per_execution: optimizer steps per call of Keras's compiled train function
+            (course: 1). Batch-level callbacks then run every that many steps.
 
     Returns:
         A compiled ``keras.Sequential``: input (batch, 28, 28, 1) float32, output (batch, 10)
@@ -54,8 +51,7 @@ def build_course_cnn(
     Raises:
         ValueError: unknown ``lr_schedule``, or "cosine" without a positive ``total_steps``.
     """
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    check_lr_schedule(lr_schedule)
     if lr_schedule == "cosine":
         if not total_steps or total_steps < 1:
             raise ValueError("lr_schedule='cosine' needs total_steps = epochs * batches per epoch")
