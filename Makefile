@@ -8,12 +8,16 @@ PORT   ?= 5000
 SHARED_SENTIMENT_MODEL := ../shared/models/sentiment-minilm
 ifneq ($(wildcard $(SHARED_SENTIMENT_MODEL)/config.json),)
 export DLTRACK_SENTIMENT_MODEL ?= $(SHARED_SENTIMENT_MODEL)
+export HF_HUB_OFFLINE ?= 1
 endif
+LAB_PORT ?= 8888
+# Links the notebooks print point at the UI `make ui` starts.
+export DLTRACK_UI_URL ?= http://127.0.0.1:$(PORT)
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/constraints.txt
 
 .DEFAULT_GOAL := help
 AZ_VENV ?= .venv-azureml
-.PHONY: help setup setup-azure-server demo test test-unit lint ui bench-train bench-autolog bench-accuracy bench-serve clean clean-runs
+.PHONY: help setup setup-azure-server setup-browser demo test test-unit lint ui lab bench-train bench-autolog bench-accuracy bench-serve clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,7 +26,7 @@ setup: ## Create .venv and install dltrack with every extra, at the pinned versi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) -e ".[all]"
-	$(PY) -m ipykernel install --sys-prefix --name dltrack --display-name "Python 3 (dltrack)"
+	$(PY) tools/install_kernel.py
 	@$(PY) -c "import dltrack, mlflow; print('dltrack', dltrack.__version__, '| mlflow', mlflow.__version__, '| ready')"
 	$(MAKE) setup-azure-server
 
@@ -43,10 +47,18 @@ test-unit: ## Only the fast unit tests (no notebooks, no servers)
 lint: ## ruff on the package and the tests
 	$(VENV)/bin/ruff check src tests tools benchmarks
 
-ui: ## Open the MLflow UI on the project's store (http://127.0.0.1:$(PORT))
-	$(PY) -m mlflow ui --host 127.0.0.1 --port $(PORT) \
-	  --backend-store-uri "$$($(PY) -c 'from dltrack import tracking; print(tracking.tracking_uri())')" \
-	  $$($(PY) -c 'from dltrack import tracking; r = tracking.artifact_root(); print(f"--default-artifact-root {r}" if r else "")')
+ui: ## MLflow UI on the project's store at http://127.0.0.1:$(PORT); prints the links to open
+	$(PY) tools/ui.py --port $(PORT)
+
+lab: ## JupyterLab on 127.0.0.1:$(LAB_PORT) in notebooks/ (token authentication), same environment as make demo
+	$(PY) -m jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+setup-browser: ## Install Debian's Chromium for the browser tests (apt-get, as root) unless one is installed
+	@if command -v chromium >/dev/null 2>&1; then chromium --version; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium && chromium --version; \
+	else echo "Chromium is missing: run 'sudo make setup-browser' (Debian, Ubuntu), or install it and set DLTRACK_CHROMIUM=/path/to/chromium"; exit 1; fi
 
 bench-train: ## Benchmark: train the notebook models on the full data set, with and without MLflow, epochs interleaved (about 25 min)
 	$(PY) benchmarks/train_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)

@@ -65,7 +65,10 @@ def keras_fits(data_dir: str, steps: int, rounds: int) -> list[tuple[float, floa
     (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
     x = (x_train[: steps * 32] / 255.0).astype("float32").reshape(-1, 28, 28, 1)
     y = keras.utils.to_categorical(y_train[: steps * 32], 10)
-    val = ((x_test[:2000] / 255.0).astype("float32").reshape(-1, 28, 28, 1), keras.utils.to_categorical(y_test[:2000], 10))
+    val = (
+        (x_test[:2000] / 255.0).astype("float32").reshape(-1, 28, 28, 1),
+        keras.utils.to_categorical(y_test[:2000], 10),
+    )
 
     def fit(tracked: bool) -> float:
         keras.backend.clear_session()  # no graphs piling up from one fit to the next

@@ -52,7 +52,9 @@ def keras_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> dict
 
     data.prepare_keras_fashion_mnist(data_dir)
     (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
-    x_train, x_test = ((x / 255.0).astype("float32").reshape(-1, 28, 28, 1) for x in (x_train, x_test))
+    x_train, x_test = (
+        (x / 255.0).astype("float32").reshape(-1, 28, 28, 1) for x in (x_train, x_test)
+    )
     y_train_1h, y_test_1h = (keras.utils.to_categorical(y, 10) for y in (y_train, y_test))
     keras.utils.set_random_seed(42)
     steps = math.ceil(len(x_train) / batch_size)

@@ -109,3 +109,22 @@ def logged_cnn():
             signature=infer_signature(example, model.predict(example, verbose=0)),
         )
     return model, info.model_uri
+
+
+@pytest.fixture(scope="session")
+def execute_notebook(tmp_path_factory: pytest.TempPathFactory):
+    """``execute_notebook(name)`` runs ``notebooks/<name>`` once per test session, in its own
+    kernel and in ``notebooks/`` as Jupyter does, against the session store; returns the executed
+    copy (outputs included). Later calls return the same copy."""
+    from dltrack.config import project_root
+    from notebooks import run_notebook  # tools/notebooks.py
+
+    executed: dict[str, Path] = {}
+
+    def execute(name: str) -> Path:
+        if name not in executed:
+            folder = tmp_path_factory.mktemp("executed")
+            executed[name] = run_notebook(project_root() / "notebooks" / name, folder)
+        return executed[name]
+
+    return execute

@@ -27,11 +27,27 @@ from mlflow.exceptions import MlflowException
 from dltrack.config import project_root
 
 __all__ = [
+    "MODEL_TRAINING_TAGS",
     "artifact_root",
+    "experiment_url",
     "prepare_experiment",
+    "registry_url",
+    "run_url",
     "tracking_uri",
+    "ui_links",
+    "ui_url",
     "version_by_alias",
 ]
+
+#: The experiment tag MLflow 3 uses to record what an experiment is for; "custom_model_development"
+#: marks model training (the other kinds are GenAI ones). MLflow 3.17's UI still picks its landing
+#: view in the browser, so the links below also carry ``?workflowType=machine_learning``.
+MODEL_TRAINING_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+#: Where the MLflow UI answers for a local store (``make ui``); a tracking server serves its own.
+UI_URL_ENV_VAR = "DLTRACK_UI_URL"
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def tracking_uri() -> str:
@@ -74,7 +90,8 @@ def prepare_experiment(name: str, tags: dict[str, str] | None = None) -> str:
     - an experiment deleted in the UI is restored (``set_experiment`` refuses a deleted name,
       and the name cannot be created again until it is purged);
     - a missing experiment is created with its artifacts beside a SQLite store (not in the
-      current directory) and with ``tags``. Existing experiments keep their settings.
+      current directory), tagged as model training (:data:`MODEL_TRAINING_TAGS`) and with
+      ``tags``. Existing experiments keep their settings.
 
     Raises:
         ValueError: ``name`` is empty.
@@ -89,7 +106,9 @@ def prepare_experiment(name: str, tags: dict[str, str] | None = None) -> str:
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_root(), tags=tags)
+        return client.create_experiment(
+            name, artifact_location=artifact_root(), tags={**MODEL_TRAINING_TAGS, **(tags or {})}
+        )
     if experiment.lifecycle_stage == LifecycleStage.DELETED:
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
@@ -109,3 +128,52 @@ def version_by_alias(name: str, alias: str) -> ModelVersion | None:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def ui_url(uri: str | None = None) -> str:
+    """Base URL of the MLflow UI for the store ``uri`` (default: the current tracking URI).
+
+    A tracking server (``http(s)://``) serves its own UI; for a local store it is
+    ``$DLTRACK_UI_URL``, else ``http://127.0.0.1:5000`` (what ``make ui`` starts).
+    """
+    uri = uri or mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return os.environ.get(UI_URL_ENV_VAR, DEFAULT_UI_URL).rstrip("/")
+
+
+def experiment_url(experiment_id: str, base: str | None = None) -> str:
+    """The experiment's training runs in the UI's *Model training* view.
+
+    MLflow 3.17's UI opens an experiment in its GenAI view unless the browser was switched
+    before (a choice it keeps in the browser's local storage); ``workflowType=machine_learning``
+    in the link opens the runs whatever the browser remembers.
+    """
+    return f"{base or ui_url()}/#/experiments/{experiment_id}?{TRAINING_VIEW}"
+
+
+def run_url(experiment_id: str, run_id: str, base: str | None = None) -> str:
+    """A run's page in the UI, in the *Model training* view."""
+    return f"{base or ui_url()}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+
+
+def registry_url(name: str | None = None, base: str | None = None) -> str:
+    """The model registry (or one registered model's page) in the UI."""
+    path = f"models/{name}" if name else "models"
+    return f"{base or ui_url()}/#/{path}?{TRAINING_VIEW}"
+
+
+def ui_links(base: str | None = None) -> list[str]:
+    """One line per active experiment of the current store (its training runs), then the model
+    registry: what ``make ui`` prints before it starts the UI.
+
+    Raises:
+        mlflow.exceptions.MlflowException: the store cannot be read.
+    """
+    lines = [
+        f"experiment {experiment.name!r}: {experiment_url(experiment.experiment_id, base)}"
+        for experiment in MlflowClient().search_experiments(order_by=["name ASC"])
+        if experiment.name != "Default" or MlflowClient().search_runs([experiment.experiment_id])
+    ]
+    lines.append(f"model registry: {registry_url(base=base)}")
+    return lines

@@ -1,0 +1,294 @@
+"""What a learner sees, in a real browser: Debian's Chromium driven by Playwright for Python,
+against a real ``mlflow ui`` on the store the notebooks wrote, and JupyterLab started by
+``make lab``. Each checked page is saved to ``build/screenshots/`` (git-ignored).
+
+Chromium comes from ``make setup-browser`` (Playwright's own browser download is not reachable
+on many networks). Without it the tests skip, except in CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from dltrack import tracking
+from dltrack.config import project_root
+from dltrack.models import sentiment
+from dltrack.serving.process import BackgroundServer
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.browser
+SHOTS = project_root() / "build" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+TIMEOUT_MS = 60_000
+TF = ("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "keras-cnn")
+HF = ("03_transformers_sentiment.ipynb", "sentiment_analysis_transformers", "sentiment-pipeline")
+MODEL = "fmnist-keras-cnn"
+
+
+def chromium() -> str:
+    """Debian's Chromium (``make setup-browser``), or ``$DLTRACK_CHROMIUM``."""
+    found = os.environ.get("DLTRACK_CHROMIUM") or shutil.which("chromium")
+    if found:
+        return found
+    reason = "no Chromium: run `make setup-browser` (or set DLTRACK_CHROMIUM)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser tests: {reason}")
+    pytest.skip(reason)
+
+
+class MlflowUI(BackgroundServer):
+    """``mlflow ui`` on 127.0.0.1 for one store: one worker, no background job runner."""
+
+    ready_path = "/health"
+    name = "mlflow-ui"
+
+    def __init__(self, store_uri: str, **kwargs) -> None:
+        kwargs.setdefault("extra_env", {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        super().__init__(**kwargs)
+        self.store_uri = store_uri
+
+    def command(self) -> list[str]:  # noqa: D102
+        command = [sys.executable, "-m", "mlflow", "ui", "--host", self.host]
+        command += [
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            self.store_uri,
+        ]
+        if root := tracking.artifact_root(self.store_uri):
+            command += ["--default-artifact-root", root]
+        return command
+
+
+def _latest_run(experiment: str, run_name: str):
+    found = MlflowClient().get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = MlflowClient().search_runs(
+        [found.experiment_id],
+        filter_string=f"attributes.run_name = '{run_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+@pytest.fixture(scope="module")
+def store(execute_notebook) -> dict:
+    """The session store with notebook 01's run (and 03's trace where its model loads), as the
+    notebooks wrote them; nbmake ran them already in `make test`, else they run here. Adds one
+    run without metrics, the negative control of the chart check."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    if _latest_run(*TF[1:]) is None:
+        execute_notebook(TF[0])
+    if _latest_run(*HF[1:]) is None and sentiment.model_availability()[0]:
+        execute_notebook(HF[0])
+    tracking.prepare_experiment("ui-negative-control")
+    with mlflow.start_run(
+        experiment_id=mlflow.get_experiment_by_name("ui-negative-control").experiment_id,
+        run_name="no-metrics",
+    ) as empty:
+        mlflow.log_param("purpose", "a run whose charts have no data")
+    keras_run = _latest_run(*TF[1:])
+    hf_run = _latest_run(*HF[1:])
+    traces = (
+        mlflow.search_traces(locations=[hf_run.info.experiment_id], return_type="list")
+        if hf_run
+        else []
+    )
+    return {"keras_run": keras_run, "empty_run": empty, "hf_run": hf_run, "traces": traces}
+
+
+@pytest.fixture(scope="module")
+def ui(store):
+    with MlflowUI(tracking.tracking_uri()) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def page():
+    executable = chromium()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="dltrack-chromium-") as profile,  # an empty browser
+        playwright_api.sync_playwright() as driver,
+    ):
+        context = driver.chromium.launch_persistent_context(
+            profile,
+            executable_path=executable,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1440, "height": 900},
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context.pages[0] if context.pages else context.new_page()
+        context.close()
+
+
+def test_the_experiment_link_opens_on_its_training_runs(ui, store, page):
+    run = store["keras_run"]
+    page.goto(tracking.experiment_url(run.info.experiment_id, base=ui))
+    link = page.get_by_role("link", name=TF[2], exact=True).first
+    link.wait_for()
+    page.wait_for_function("() => location.hash.includes('/runs')")
+    assert run.info.run_id in (link.get_attribute("href") or "")
+    assert "workflowType=machine_learning" in page.evaluate("location.hash")
+    page.screenshot(path=str(SHOTS / "1-experiment-training-runs.png"))
+
+
+#: Reads a Plotly chart's own data and what it drew: how many points each trace holds, and the
+#: markers and line vertices in its SVG.
+PLOT_PROBE = """card => {
+  const plot = card.querySelector('.js-plotly-plot');
+  if (!plot) return {points: [], markers: 0, vertices: 0};
+  const points = (plot.data || []).map(t => (t.y || []).filter(v => v !== null && !Number.isNaN(v)).length);
+  const markers = plot.querySelectorAll('.scatterlayer g.trace path.point').length;
+  const vertices = Math.max(0, ...[...plot.querySelectorAll('.scatterlayer g.trace path.js-line')]
+      .map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length));
+  return {points, markers, vertices};
+}"""
+
+
+def charts_with_data(page, metrics: list[str], at_least: int) -> dict[str, bool]:
+    """On a run's *Model metrics* tab: for each metric, whether its chart holds at least
+    ``at_least`` points and drew them (markers, or a line). A title alone is not enough."""
+    header = page.get_by_test_id("experiment-view-compare-runs-section-header")
+    header.filter(has_text="Model metrics").first.wait_for()
+    found = {}
+    for metric in metrics:
+        card = page.locator('[data-testid="experiment-view-compare-runs-card"]').filter(
+            has=page.locator(f'h4[title="{metric}"]')
+        )
+        try:
+            card.first.wait_for(timeout=5_000)
+            card.first.scroll_into_view_if_needed()
+            card.first.locator(".scatterlayer g.trace path").first.wait_for(state="attached")
+        except playwright_api.TimeoutError:
+            found[metric] = False
+            continue
+        probe = card.first.evaluate(PLOT_PROBE)
+        drawn = probe["markers"] >= at_least or probe["vertices"] >= 2
+        found[metric] = max(probe["points"] or [0]) >= at_least and drawn
+    return found
+
+
+def test_the_run_charts_loss_and_accuracy_with_data(ui, store, page):
+    run = store["keras_run"]
+    epochs = int(run.data.params["epochs"])
+    page.goto(
+        f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/model-metrics"
+        "?workflowType=machine_learning"
+    )
+    assert charts_with_data(page, ["loss", "accuracy"], at_least=epochs) == {
+        "loss": True,
+        "accuracy": True,
+    }
+    page.screenshot(path=str(SHOTS / "2-run-metric-charts.png"))
+
+
+def test_the_chart_check_fails_on_a_run_without_metrics(ui, store, page):
+    run = store["empty_run"]
+    page.goto(
+        f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/model-metrics"
+        "?workflowType=machine_learning"
+    )
+    assert charts_with_data(page, ["loss", "accuracy"], at_least=1) == {
+        "loss": False,
+        "accuracy": False,
+    }
+
+
+def test_a_sample_image_previews_in_the_artifacts_tab(ui, store, page):
+    run = store["keras_run"]
+    image = "sample_images/0_T-shirt-top.png"
+    page.goto(
+        f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts"
+        "?workflowType=machine_learning"
+    )
+    nodes = page.get_by_test_id("artifact-tree-node")
+    nodes.filter(has_text=re.compile(r"^\s*sample_images\s*$")).first.click()
+    nodes.filter(has_text=re.compile(r"^\s*0_T-shirt-top\.png\s*$")).first.click()
+    preview = page.locator(f'img[alt="{image}"]').first
+    preview.wait_for(state="visible")
+    page.wait_for_function(
+        "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0 }",
+        arg=f'img[alt="{image}"]',
+    )
+    assert preview.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [196, 196]
+    page.screenshot(path=str(SHOTS / "3-artifact-image-preview.png"))
+
+
+def test_the_registered_model_shows_its_versions_and_the_champion_alias(ui, store, page):
+    champion = MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    page.goto(tracking.registry_url(MODEL, base=ui))
+    name = f"Version {champion.version}"
+    row = (
+        page.get_by_test_id("model-version-table")
+        .get_by_role("row")
+        .filter(has=page.get_by_role("link", name=name, exact=True))
+        .first
+    )
+    row.wait_for()
+    row.get_by_text(re.compile(r"@\s*champion\b")).first.wait_for()
+    link = row.get_by_role("link", name=name, exact=True).get_attribute("href") or ""
+    assert link.endswith(f"/models/{MODEL}/versions/{champion.version}")
+    page.screenshot(path=str(SHOTS / "4-registered-model.png"))
+
+
+def test_notebook_03s_trace_is_listed_in_the_traces_view(ui, store, page):
+    if store["hf_run"] is None:
+        pytest.skip(sentiment.model_availability()[1])
+    assert store["traces"], "notebook 03 logged no trace"
+    trace_id = store["traces"][0].info.trace_id
+    page.goto(f"{ui}/#/experiments/{store['hf_run'].info.experiment_id}/traces?workflowType=genai")
+    # CSS, not roles: a first-visit popover hides the page from role locators until dismissed
+    page.locator(f'[role="table"] a[href*="traceId={trace_id}"]').first.wait_for(state="attached")
+    got_it = page.get_by_role("button", name="Got it")
+    if got_it.count():
+        got_it.first.click()
+    page.screenshot(path=str(SHOTS / "5-traces.png"))
+
+
+class JupyterLab(BackgroundServer):
+    """``make lab`` on a free port, with a token of our own (token authentication stays on)."""
+
+    ready_path = "/api"
+    name = "jupyterlab"
+
+    def __init__(self, token: str, **kwargs) -> None:
+        kwargs.setdefault("timeout", 120.0)
+        kwargs.setdefault("extra_env", {"JUPYTER_TOKEN": token})
+        super().__init__(**kwargs)
+
+    def command(self) -> list[str]:  # noqa: D102
+        return ["make", "-C", str(project_root()), "lab", f"LAB_PORT={self.port}"]
+
+
+def test_make_lab_opens_notebook_01_with_the_project_kernel(store, page):
+    token = secrets.token_hex(16)
+    with JupyterLab(token) as lab:
+        assert requests.get(f"{lab.url}/api/contents", timeout=10).status_code == 403  # token on
+        page.goto(f"{lab.url}/lab/tree/{TF[0]}?token={token}")
+        page.get_by_text("Python 3 (dltrack)").first.wait_for()  # the kernel the notebook names
+        page.locator(".jp-Notebook .jp-CodeCell").first.click()
+        page.keyboard.press("Shift+Enter")
+        banner = page.locator(".jp-OutputArea-output").filter(has_text="| mlflow ")
+        banner.first.wait_for(timeout=180_000)
+        assert re.match(r"dltrack [\d.]+ \| mlflow 3\.", banner.first.inner_text())
+        page.screenshot(path=str(SHOTS / "6-jupyterlab-notebook-01.png"))
