@@ -17,7 +17,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/
 
 .DEFAULT_GOAL := help
 AZ_VENV ?= .venv-azureml
-.PHONY: help setup setup-azure-server setup-browser demo test test-unit lint ui lab bench-train bench-autolog bench-accuracy bench-serve clean clean-runs
+.PHONY: help setup setup-azure-server setup-browser setup-postgres server server-stop server-status server-user server-env demo test test-unit lint ui lab bench-train bench-autolog bench-accuracy bench-team bench-serve clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,28 @@ setup-browser: ## Install Debian's Chromium for the browser tests (apt-get, as r
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium && chromium --version; \
 	else echo "Chromium is missing: run 'sudo make setup-browser' (Debian, Ubuntu), or install it and set DLTRACK_CHROMIUM=/path/to/chromium"; exit 1; fi
 
+server: ## Team mode: PostgreSQL + MLflow tracking server with authentication on 127.0.0.1 (state in .team/)
+	$(PY) -m dltrack.team start
+
+server-stop: ## Team mode: stop the MLflow server and PostgreSQL (the data stays)
+	$(PY) -m dltrack.team stop
+
+server-status: ## Team mode: what runs where
+	$(PY) -m dltrack.team status
+
+server-user: ## Team mode: create the account NAME=<user>; its password goes to a 0600 file in .team/
+	$(PY) -m dltrack.team add-user $(NAME)
+
+server-env: ## Team mode: shell lines that point clients at the server as NAME: eval "$$(make -s server-env NAME=alice)"
+	@$(PY) -m dltrack.team env $(NAME)
+
+setup-postgres: ## Install Debian's PostgreSQL server (apt-get, as root) unless its binaries are found
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+	  echo "PostgreSQL server: $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null || dirname $$(command -v initdb))"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else echo "The PostgreSQL server is missing: 'sudo apt-get install postgresql' (Debian, Ubuntu) or 'brew install postgresql@15' (macOS)"; exit 1; fi
+
 bench-train: ## Benchmark: train the notebook models on the full data set, with and without MLflow, epochs interleaved (about 25 min)
 	$(PY) benchmarks/train_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
 
@@ -68,6 +90,9 @@ bench-autolog: ## Benchmark: what MLflow autolog costs, tracked and untracked fi
 
 bench-accuracy: ## Benchmark: test accuracy of notebooks 01 and 02 with their defaults on the full data, 3 seeds (about 30 min)
 	$(PY) benchmarks/accuracy_seeds.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
+
+bench-team: ## Benchmark: notebooks 01 and 02 against the team server and the local store, side by side (about 10 min)
+	$(PY) benchmarks/team_bench.py
 
 bench-serve: ## Benchmark: REST latency and throughput, course-logged vs dltrack-logged models (about 3 min)
 	$(PY) benchmarks/serve_bench.py

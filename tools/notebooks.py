@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(report(since)) or "no runs recorded")
     print()
-    print("Open the MLflow UI on this store: make ui")
+    where = "" if mlflow.get_tracking_uri().startswith("http") else "make ui, then "
+    print(f"Open the MLflow UI: {where}{tracking.ui_url()}")
     if failed:
         print(f"FAILED: {', '.join(failed)}")
         return 1

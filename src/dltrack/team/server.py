@@ -1,0 +1,365 @@
+"""The team tracking server: MLflow's own ``mlflow server`` with a PostgreSQL backend store,
+proxied artifacts and MLflow's basic-auth app, on 127.0.0.1, with its state in one folder.
+
+What ``mlflow server`` alone does not do, and :class:`TeamServer` adds: a PostgreSQL cluster
+with the team's role and databases, generated secrets kept in files only this user can read
+(mode 0600), a configuration where a new user sees nothing of another user's work until it is
+granted, a server that outlives the command that started it (``make server``) and is found
+again by the next command, and clear errors when a port is taken or a folder is unwritable.
+
+The folder (``<project>/.team`` by default, git-ignored; ``DLTRACK_TEAM_HOME`` overrides)::
+
+    postgres/           the PostgreSQL cluster (data, socket, log); owned by 'postgres' as root
+    artifacts/          the artifact store the server proxies (--artifacts-destination)
+    basic_auth.ini      MLflow's auth configuration (no secrets in it)
+    secrets/            0700: admin-password, flask-secret-key, postgres-password,
+                        mlflow-db-password, pgpass, users/<name> (each 0600)
+    server.json         ports and the server's process id
+    mlflow-server.log   the server's log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from dltrack.config import project_root
+from dltrack.team.postgres import PostgresCluster, PostgresError, port_in_use
+
+__all__ = ["TeamServer", "TeamServerError", "team_home"]
+
+#: What a new user may do with another user's experiments and models: nothing, until the
+#: owner (who gets MANAGE on what they create) or an admin grants READ, EDIT or MANAGE.
+DEFAULT_PERMISSION = "NO_PERMISSIONS"
+#: Seconds a verified password stays verified in a server worker: MLflow checks a password
+#: hash (PBKDF2, deliberately slow) on every request otherwise.
+AUTH_CACHE_TTL_SECONDS = 60
+ADMIN = "admin"
+DB_ROLE = "mlflow"
+TRACKING_DB = "mlflow"
+AUTH_DB = "mlflow_auth"
+
+
+class TeamServerError(RuntimeError):
+    """The team server cannot start or be reached; the message names the cause."""
+
+
+def team_home() -> Path:
+    """``$DLTRACK_TEAM_HOME``, else ``<project>/.team``."""
+    env = os.environ.get("DLTRACK_TEAM_HOME")
+    return Path(env).expanduser().resolve() if env else project_root() / ".team"
+
+
+def _secret(path: Path, length: int = 24) -> str:
+    """The secret stored in ``path``; generated (URL-safe, ``length`` bytes) and written with
+    mode 0600 the first time."""
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    value = secrets.token_urlsafe(length)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value)
+    return value
+
+
+@dataclass
+class TeamServer:
+    """PostgreSQL plus ``mlflow server --app-name basic-auth``, both on 127.0.0.1.
+
+    Args:
+        home: the state folder (see the module docstring); default :func:`team_home`.
+        port: the MLflow server's port (``$DLTRACK_TEAM_PORT``, default 5050).
+        pg_port: PostgreSQL's port (``$DLTRACK_TEAM_PG_PORT``, default 54329).
+        workers: MLflow server worker processes.
+    """
+
+    home: Path
+    port: int = 5050
+    pg_port: int = 54329
+    workers: int = 2
+
+    @classmethod
+    def from_env(cls, home: Path | None = None) -> TeamServer:
+        """The server of ``home`` (default :func:`team_home`): the ports it was started with
+        (``server.json``), else ``$DLTRACK_TEAM_PORT`` / ``$DLTRACK_TEAM_PG_PORT``, else the
+        defaults."""
+        home = home or team_home()
+        state = cls._read_state(home)
+        return cls(
+            home=home,
+            port=int(os.environ.get("DLTRACK_TEAM_PORT") or state.get("port") or 5050),
+            pg_port=int(os.environ.get("DLTRACK_TEAM_PG_PORT") or state.get("pg_port") or 54329),
+        )
+
+    # -- where things are -------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The tracking URI clients use, e.g. ``http://127.0.0.1:5050``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """The secrets folder (mode 0700)."""
+        return self.home / "secrets"
+
+    @property
+    def log_file(self) -> Path:
+        """The MLflow server's log."""
+        return self.home / "mlflow-server.log"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where the server stores the artifacts it proxies."""
+        return self.home / "artifacts"
+
+    @property
+    def postgres(self) -> PostgresCluster:
+        """The PostgreSQL cluster in ``home/postgres``."""
+        return PostgresCluster(
+            self.home / "postgres", self.pg_port, _secret(self.secrets_dir / "postgres-password")
+        )
+
+    def admin_password(self) -> str:
+        """The admin's password (generated at first start; ``secrets/admin-password``)."""
+        return _secret(self.secrets_dir / "admin-password")
+
+    def password_file(self, username: str) -> Path:
+        """Where a user's password is kept (``secrets/users/<name>``, mode 0600)."""
+        return self.secrets_dir / "users" / username
+
+    @staticmethod
+    def _read_state(home: Path) -> dict:
+        try:
+            return json.loads((home / "server.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, pid: int) -> None:
+        state = {"port": self.port, "pg_port": self.pg_port, "pid": pid}
+        (self.home / "server.json").write_text(json.dumps(state))
+
+    # -- state ------------------------------------------------------------------------------
+    def server_pid(self) -> int | None:
+        """The MLflow server's process id, when that process is alive."""
+        pid = self._read_state(self.home).get("pid")
+        if not pid:
+            return None
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except (OSError, IndexError):
+            return None
+        return None if state == "Z" else pid
+
+    def healthy(self) -> bool:
+        """True when the MLflow server answers ``/health`` on its port."""
+        try:
+            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def status(self) -> list[str]:
+        """What runs where, one line each (no secrets)."""
+        pg = self.postgres
+        return [
+            f"state folder   {self.home}",
+            f"postgresql     127.0.0.1:{self.pg_port} "
+            + ("running" if pg.running else "stopped")
+            + f" (data {pg.data_dir}, log {pg.log_file})",
+            f"mlflow server  {self.url} "
+            + ("running" if self.healthy() else "stopped")
+            + f" (pid {self.server_pid() or '-'}, log {self.log_file})",
+            f"artifacts      {self.artifacts_dir}",
+            f"admin          {ADMIN}, password in {self.secrets_dir / 'admin-password'}",
+        ]
+
+    # -- start and stop ---------------------------------------------------------------------
+    def _auth_config(self) -> Path:
+        """MLflow's basic-auth configuration: users and permissions in PostgreSQL too."""
+        path = self.home / "basic_auth.ini"
+        path.write_text(
+            "[mlflow]\n"
+            f"default_permission = {DEFAULT_PERMISSION}\n"
+            f"database_uri = postgresql+psycopg2://{DB_ROLE}@127.0.0.1:{self.pg_port}/{AUTH_DB}\n"
+            f"admin_username = {ADMIN}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n"
+            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_SECONDS}\n"
+        )
+        return path
+
+    def _pgpass(self, password: str) -> Path:
+        """libpq's password file for the team's role: no password in any URI or command line."""
+        path = self.secrets_dir / "pgpass"
+        line = f"127.0.0.1:{self.pg_port}:*:{DB_ROLE}:{password}\n"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(line)
+        return path
+
+    def command(self) -> list[str]:
+        """The ``mlflow server`` command line (it holds no secret)."""
+        backend = f"postgresql+psycopg2://{DB_ROLE}@127.0.0.1:{self.pg_port}/{TRACKING_DB}"
+        return [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+            "--backend-store-uri", backend,
+            "--artifacts-destination", str(self.artifacts_dir), "--serve-artifacts",
+            "--app-name", "basic-auth",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start PostgreSQL and the MLflow server, or leave them running if they already do.
+
+        Raises:
+            TeamServerError: a folder is not writable, a port is taken, PostgreSQL or the
+                server failed to start; the message names the cause (and the server log).
+        """
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.artifacts_dir.mkdir(exist_ok=True)
+        except OSError as err:
+            raise TeamServerError(f"Cannot create the team folder {self.home}: {err}") from None
+        if not os.access(self.home, os.W_OK):
+            raise TeamServerError(f"The team folder {self.home} is not writable by this user.")
+        if not self.postgres.running and port_in_use(self.pg_port):
+            raise TeamServerError(
+                f"Port {self.pg_port} on 127.0.0.1 is already in use, so PostgreSQL cannot "
+                "listen there; stop what uses it or choose another port (DLTRACK_TEAM_PG_PORT)."
+            )
+        if not (self.server_pid() and self.healthy()) and port_in_use(self.port):
+            raise TeamServerError(
+                f"Port {self.port} on 127.0.0.1 is already in use, so the MLflow server cannot "
+                "listen there; stop what uses it or choose another port (DLTRACK_TEAM_PORT)."
+            )
+        try:
+            self.postgres.start()
+            db_password = _secret(self.secrets_dir / "mlflow-db-password")
+            for database in (TRACKING_DB, AUTH_DB):
+                self.postgres.ensure_database(database, DB_ROLE, db_password)
+        except PostgresError as err:
+            raise TeamServerError(str(err)) from None
+        if self.server_pid() and self.healthy():
+            return
+        env = dict(
+            os.environ,
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            PGPASSFILE=str(self._pgpass(db_password)),
+            MLFLOW_AUTH_CONFIG_PATH=str(self._auth_config()),
+            MLFLOW_AUTH_ADMIN_PASSWORD=self.admin_password(),  # used once, to create the admin
+            MLFLOW_FLASK_SERVER_SECRET_KEY=_secret(self.secrets_dir / "flask-secret-key"),
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # no background job runner: not used here
+            # Database connections per store and worker: up to 20 for each of the tracking,
+            # registry and auth stores in each worker, under PostgreSQL's max_connections=200.
+            MLFLOW_SQLALCHEMYSTORE_POOL_SIZE="10",
+            MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW="10",
+        )
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            env.pop(name, None)
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=self.home, start_new_session=True,  # outlives `make server`
+            )  # fmt: skip
+        self._write_state(process.pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        self.stop_server()
+        tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
+        raise TeamServerError(
+            f"The MLflow server on {self.url} did not start. Its log ({self.log_file}), last "
+            f"lines:\n{tail}"
+        )
+
+    def stop_server(self, timeout: float = 20.0) -> None:
+        """Stop the MLflow server and its workers (SIGTERM, then SIGKILL)."""
+        pid = self._read_state(self.home).get("pid")
+        if not pid:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.server_pid() is None:
+                    return
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the MLflow server, then PostgreSQL; the data stays."""
+        self.stop_server()
+        self.postgres.stop()
+
+    # -- users ------------------------------------------------------------------------------
+    def admin_client(self):
+        """MLflow's auth client (``mlflow.server.get_app_client("basic-auth")``) as the admin.
+
+        The client reads its credentials from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``; this
+        sets them for this process, so call it only in an admin's process (the CLI, tests).
+        """
+        from mlflow.server import get_app_client
+
+        os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = self.admin_password()
+        return get_app_client("basic-auth", tracking_uri=self.url)
+
+    def add_user(self, username: str) -> Path:
+        """Create a learner account through MLflow's auth API with a generated password, kept
+        in :meth:`password_file` (mode 0600); return that file. Idempotent for an account this
+        folder created.
+
+        Raises:
+            ValueError: ``username`` is empty or holds characters other than letters, digits,
+                '.', '_' and '-'.
+            mlflow.exceptions.MlflowException: the server refused (e.g. the name is taken by an
+                account made elsewhere).
+        """
+        if not username or not all(c.isalnum() or c in "._-" for c in username):
+            raise ValueError(f"a user name is letters, digits, '.', '_' or '-': {username!r}")
+        path = self.password_file(username)
+        existed = path.is_file()
+        password = _secret(path)
+        if not existed:
+            self.admin_client().create_user(username, password)
+        return path
+
+    def client_env(self, username: str) -> dict[str, str]:
+        """The environment a learner's notebooks need: tracking URI, user name and password,
+        and MLflow's asynchronous logging, buffered: ``log_*`` calls return at once, and what
+        arrives within a second goes to the server as one batch (without the buffering every
+        call is its own request, and a class logging at once exhausts the server's database
+        connections; MLflow's async logging drops a batch the server refuses).
+
+        Raises:
+            FileNotFoundError: no such account in this folder (:meth:`add_user` makes it).
+        """
+        path = self.password_file(username)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no account {username!r} here: make server-user NAME={username}"
+            )
+        return {
+            "MLFLOW_TRACKING_URI": self.url,
+            "MLFLOW_TRACKING_USERNAME": username,
+            "MLFLOW_TRACKING_PASSWORD": path.read_text().strip(),
+            "MLFLOW_ENABLE_ASYNC_LOGGING": "true",
+            "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1",
+        }

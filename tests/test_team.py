@@ -1,0 +1,343 @@
+"""Team mode against a real stack: PostgreSQL started with initdb/pg_ctl, ``mlflow server`` with
+its basic-auth app and proxied artifacts, on free ports on 127.0.0.1 (dltrack.team.TeamServer).
+The tests run in file order; the last one kills both servers and starts them again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import psutil
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from dltrack import serving
+from dltrack.serving.process import free_port
+from dltrack.team import PostgresError, TeamServer, TeamServerError, server_binaries
+
+pytestmark = pytest.mark.team
+
+
+def _postgres_or_skip() -> None:
+    try:
+        server_binaries()
+    except PostgresError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test team mode: {err}")
+        pytest.skip(str(err))
+
+
+def _home() -> Path:
+    """A fresh state folder the 'postgres' user can enter (pytest's tmp_path, 0700 under
+    /tmp/pytest-of-root, is not)."""
+    home = Path(tempfile.mkdtemp(prefix="dltrack-team-"))
+    home.chmod(0o755)
+    return home
+
+
+@pytest.fixture(scope="module")
+def team():
+    _postgres_or_skip()
+    server = TeamServer(_home(), port=free_port(), pg_port=free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def accounts(team) -> dict[str, dict[str, str]]:
+    """Two learners, alice and bob: their client environments."""
+    return {name: team.client_env(name) for name in ("alice", "bob") if team.add_user(name)}
+
+
+def _as(monkeypatch, env: dict[str, str]) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture()
+def restore_tracking():
+    yield
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+
+def _auth(env: dict[str, str]) -> tuple[str, str]:
+    return env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
+
+
+# -- credentials --------------------------------------------------------------------------------
+def test_secrets_are_generated_private_and_never_logged(team, accounts):
+    secrets = sorted(p for p in team.secrets_dir.rglob("*") if p.is_file())
+    assert {p.name for p in secrets} >= {"admin-password", "flask-secret-key", "alice", "bob"}
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in secrets)
+    assert team.secrets_dir.stat().st_mode & 0o777 == 0o700
+    logs = team.log_file.read_text() + team.postgres.log_file.read_text()
+    config = (team.home / "basic_auth.ini").read_text()
+    command_lines = " ".join(
+        " ".join(p.cmdline()) for p in psutil.process_iter() if p.pid != os.getpid()
+    )
+    for path in secrets:
+        value = path.read_text().strip()
+        assert value not in logs and value not in config and value not in command_lines
+    admin = ("admin", team.admin_password())
+    url = f"{team.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(url, auth=admin, timeout=30).status_code == 200
+    assert requests.get(url, auth=("admin", "password1234"), timeout=30).status_code == 401
+
+
+def test_wrong_or_missing_password_is_401(team, accounts):
+    url = f"{team.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(url, auth=("alice", "not-her-password"), timeout=30).status_code == 401
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(url, auth=_auth(accounts["alice"]), timeout=30).status_code == 200
+
+
+# -- the notebooks, unchanged ---------------------------------------------------------------------
+@pytest.mark.notebook
+@pytest.mark.parametrize(
+    ("notebook", "experiment", "model"),
+    [
+        ("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "fmnist-keras-cnn"),
+        ("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_mnist_lightning", "fmnist-image-predictor"),
+    ],
+)  # fmt: skip
+def test_notebooks_run_unchanged_against_the_server(
+    team, accounts, notebook, experiment, model, monkeypatch, tmp_path, restore_tracking
+):
+    from dltrack.config import project_root
+    from notebooks import run_notebook  # tools/notebooks.py
+
+    alice = accounts["alice"]
+    _as(monkeypatch, alice)
+    executed = run_notebook(project_root() / "notebooks" / notebook, tmp_path)
+    assert alice["MLFLOW_TRACKING_PASSWORD"] not in executed.read_text()
+
+    client = MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.info.user_id == "alice"
+    assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    champion = client.get_model_version_by_alias(model, "champion")
+    assert champion.run_id == run.info.run_id
+    shape = (3, 28, 28, 1) if "keras" in model else (3, 1, 28, 28)
+    images = np.random.default_rng(0).random(shape, dtype=np.float32)
+    by_alias = mlflow.pyfunc.load_model(f"models:/{model}@champion").predict(images)
+    by_run = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(images)
+    np.testing.assert_allclose(by_alias, by_run, atol=1e-6)  # both through the artifact proxy
+    with serving.ModelServer(f"models:/{model}@champion") as server:
+        served = serving.predict(server.url, images)
+    np.testing.assert_allclose(served, by_alias, atol=1e-5)
+
+
+# -- concurrent logging ----------------------------------------------------------------------------
+LOGGER = textwrap.dedent(
+    """
+    import sys, mlflow
+    mlflow.set_experiment("team-concurrency")
+    with mlflow.start_run(run_name=sys.argv[1]) as run:
+        for step in range(int(sys.argv[2])):
+            mlflow.log_metric("m", step / 7, step=step, synchronous=False)
+    print(run.info.run_id)
+    """
+)
+
+
+def test_four_processes_log_500_metrics_each_and_none_is_lost(team, accounts, monkeypatch):
+    env = dict(os.environ, **accounts["bob"])
+    requests.post(  # made once: MLflow grants its creator MANAGE only after creating it
+        f"{team.url}/api/2.0/mlflow/experiments/create", json={"name": "team-concurrency"},
+        auth=_auth(accounts["bob"]), timeout=30,
+    ).raise_for_status()  # fmt: skip
+    processes = [
+        subprocess.Popen([sys.executable, "-c", LOGGER, f"logger-{i}", "500"], env=env,
+                         stdout=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]  # fmt: skip
+    run_ids = []
+    for process in processes:
+        out, _ = process.communicate(timeout=600)
+        assert process.returncode == 0
+        run_ids.append(out.strip().splitlines()[-1])
+    client = MlflowClient(team.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", accounts["bob"]["MLFLOW_TRACKING_PASSWORD"])
+    for run_id in run_ids:
+        history = client.get_metric_history(run_id, "m")
+        assert sorted(m.step for m in history) == list(range(500))
+        assert {m.step: m.value for m in history}[499] == pytest.approx(499 / 7)
+
+
+# -- permissions ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def alices_work(team, accounts):
+    """An experiment, a run and a registered model created by alice."""
+    auth = _auth(accounts["alice"])
+    api = f"{team.url}/api/2.0/mlflow"
+    experiment_id = requests.post(
+        f"{api}/experiments/create", json={"name": "alice-private"}, auth=auth, timeout=30
+    ).json()["experiment_id"]
+    run_id = requests.post(
+        f"{api}/runs/create", json={"experiment_id": experiment_id}, auth=auth, timeout=30
+    ).json()["run"]["info"]["run_id"]
+    requests.post(
+        f"{api}/registered-models/create", json={"name": "alice-model"}, auth=auth, timeout=30
+    ).raise_for_status()
+    return {"experiment_id": experiment_id, "run_id": run_id, "model": "alice-model"}
+
+
+def _bob_reads_and_writes(team, accounts, work) -> dict[str, int]:
+    auth, api = _auth(accounts["bob"]), f"{team.url}/api/2.0/mlflow"
+    calls = {
+        "read experiment": ("GET", "experiments/get", {"experiment_id": work["experiment_id"]}),
+        "read run": ("GET", "runs/get", {"run_id": work["run_id"]}),
+        "read model": ("GET", "registered-models/get", {"name": work["model"]}),
+        "write run": ("POST", "runs/log-metric", {"run_id": work["run_id"], "key": "x",
+                                                  "value": 1.0, "timestamp": 0, "step": 0}),
+        "write experiment": ("POST", "experiments/update", {"experiment_id": work["experiment_id"],
+                                                            "new_name": "taken-by-bob"}),
+        "write model": ("PATCH", "registered-models/update", {"name": work["model"],
+                                                              "description": "bob was here"}),
+    }  # fmt: skip
+    codes = {}
+    for what, (method, path, body) in calls.items():
+        kwargs = {"params": body} if method == "GET" else {"json": body}
+        codes[what] = requests.request(
+            method, f"{api}/{path}", auth=auth, timeout=30, **kwargs
+        ).status_code
+    return codes
+
+
+def test_a_new_user_sees_nothing_of_another_users_work(team, accounts, alices_work):
+    assert _bob_reads_and_writes(team, accounts, alices_work) == dict.fromkeys(
+        ["read experiment", "read run", "read model", "write run", "write experiment", "write model"],
+        403,
+    )  # fmt: skip
+    found = requests.get(
+        f"{team.url}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1000}, auth=_auth(accounts["bob"]), timeout=30,
+    ).json().get("experiments", [])  # fmt: skip
+    assert "alice-private" not in [e["name"] for e in found]
+
+
+def test_read_permission_lets_bob_read_but_not_write(
+    team, accounts, alices_work, monkeypatch, restore_tracking
+):
+    _as(monkeypatch, accounts["alice"])  # the owner has MANAGE and grants it herself
+    from mlflow.server import get_app_client
+
+    alice = get_app_client("basic-auth", tracking_uri=team.url)
+    alice.grant_user_permission("bob", "experiment", alices_work["experiment_id"], "READ")
+    alice.grant_user_permission("bob", "registered_model", alices_work["model"], "READ")
+    codes = _bob_reads_and_writes(team, accounts, alices_work)
+    assert codes == {
+        "read experiment": 200, "read run": 200, "read model": 200,
+        "write run": 403, "write experiment": 403, "write model": 403,
+    }  # fmt: skip
+
+
+# -- start-up and recovery --------------------------------------------------------------------------
+def test_starting_again_is_harmless(team):
+    pid, postmaster = team.server_pid(), team.postgres.postmaster_pid()
+    team.start()
+    assert team.server_pid() == pid and team.postgres.postmaster_pid() == postmaster
+
+
+def test_a_taken_port_is_named_before_anything_starts():
+    _postgres_or_skip()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for server, which in [
+            (TeamServer(_home(), port=port, pg_port=free_port()), "the MLflow server"),
+            (TeamServer(_home(), port=free_port(), pg_port=port), "PostgreSQL"),
+        ]:
+            with pytest.raises(
+                TeamServerError,
+                match=f"Port {port} on 127.0.0.1 is already in use, so {which} cannot listen",
+            ):
+                server.start()
+            assert not server.postgres.running and server.server_pid() is None
+            shutil.rmtree(server.home, ignore_errors=True)
+
+
+def test_an_unwritable_folder_is_named(tmp_path):
+    _postgres_or_skip()
+    if (
+        os.geteuid() == 0
+    ):  # as root, PostgreSQL runs as 'postgres', which cannot enter a 0700 folder
+        parent = Path(tempfile.mkdtemp(prefix="dltrack-locked-"))  # mode 0700, owned by root
+        home = parent / "team"
+    else:
+        home = tmp_path / "team"
+        home.mkdir()
+        home.chmod(0o555)
+    server = TeamServer(home, port=free_port(), pg_port=free_port())
+    try:
+        with pytest.raises(TeamServerError, match="is not writable by"):
+            server.start()
+        assert server.server_pid() is None
+    finally:
+        if home.exists():
+            home.chmod(0o755)
+        shutil.rmtree(home.parent if os.geteuid() == 0 else home, ignore_errors=True)
+
+
+def _snapshot(team, env) -> dict:
+    """Every run, metric history, artifact list and registered version alice can see."""
+    client = MlflowClient(team.url)
+    experiments = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in experiments], max_results=1000)
+    return {
+        "runs": sorted((r.info.run_id, r.info.status) for r in runs),
+        "metrics": {r.info.run_id: {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)]
+                                    for k in r.data.metrics} for r in runs},
+        "artifacts": {r.info.run_id: sorted(a.path for a in client.list_artifacts(r.info.run_id)) for r in runs},
+        "versions": sorted((v.name, str(v.version), v.run_id) for v in client.search_model_versions()),
+    }  # fmt: skip
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_sigkill_of_both_servers_loses_nothing(team, accounts, monkeypatch, restore_tracking):
+    _as(monkeypatch, accounts["alice"])
+    mlflow.set_experiment("team-recovery")
+    with mlflow.start_run() as run:  # a run, metrics, an artifact and a registered version
+        for step in range(20):
+            mlflow.log_metric("loss", 1 / (step + 1), step=step)
+        mlflow.log_text("kept", "notes/kept.txt")
+        info = mlflow.pyfunc.log_model(name="model", python_model=_Echo())
+    mlflow.register_model(info.model_uri, "team-recovery-model")
+    before = _snapshot(team, accounts["alice"])
+    assert run.info.run_id in [run_id for run_id, _ in before["runs"]] and before["versions"]
+
+    postmaster = team.postgres.postmaster_pid()
+    os.killpg(team.server_pid(), signal.SIGKILL)
+    for process in [psutil.Process(postmaster), *psutil.Process(postmaster).children()]:
+        process.kill()
+    deadline = time.monotonic() + 30
+    while (team.healthy() or team.postgres.running) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not team.healthy() and not team.postgres.running
+    team.start()
+    assert team.healthy() and team.postgres.running
+    assert _snapshot(team, accounts["alice"]) == before
+    path = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/notes/kept.txt")
+    assert Path(path).read_text() == "kept"  # artifacts through the proxy, after the restart
+    assert mlflow.pyfunc.load_model("models:/team-recovery-model/1").predict([1, 2]) == [1, 2]
