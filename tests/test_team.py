@@ -248,7 +248,20 @@ def test_read_permission_lets_bob_read_but_not_write(
     }  # fmt: skip
 
 
-# -- start-up and recovery --------------------------------------------------------------------------
+# -- start-up and recovery -------------------------------------------------------------------------
+def test_missing_postgresql_says_how_to_install_it(monkeypatch, tmp_path):
+    from dltrack.team import postgres
+
+    monkeypatch.delenv("DLTRACK_PG_BINDIR", raising=False)
+    monkeypatch.setattr(postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(postgres, "DEBIAN_ROOT", tmp_path)
+    with pytest.raises(PostgresError, match=r"not found\. Install .*apt-get install postgresql"):
+        server_binaries()
+    monkeypatch.setenv("DLTRACK_PG_BINDIR", str(tmp_path))  # a folder without the binaries
+    with pytest.raises(PostgresError, match="brew install postgresql"):
+        server_binaries()
+
+
 def test_starting_again_is_harmless(team):
     pid, postmaster = team.server_pid(), team.postgres.postmaster_pid()
     team.start()

@@ -27,6 +27,10 @@ INSTALL_HINT = (
 )
 
 
+#: Where Debian and Ubuntu put each PostgreSQL version's server binaries (``<version>/bin``).
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+
+
 class PostgresError(RuntimeError):
     """The cluster cannot be created, started or reached; the message names the cause."""
 
@@ -48,7 +52,7 @@ def server_binaries() -> Path:
         if out.returncode == 0:
             candidates.append(Path(out.stdout.strip()))
     debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
+        DEBIAN_ROOT.glob("*/bin"),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
         reverse=True,
     )

@@ -217,6 +217,9 @@ class TeamServer:
             "--backend-store-uri", backend,
             "--artifacts-destination", str(self.artifacts_dir), "--serve-artifacts",
             "--app-name", "basic-auth",
+            # uvicorn's workers on asyncio's loop leave Nagle's algorithm on: each response on
+            # a reused connection then waits for a delayed ACK (Kludex/uvicorn#3149); uvloop not
+            "--uvicorn-opts", "--loop uvloop",
         ]  # fmt: skip
 
     def start(self, timeout: float = 180.0) -> None:
