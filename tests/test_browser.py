@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 
 import mlflow
@@ -50,30 +49,23 @@ def chromium() -> str:
     pytest.skip(reason)
 
 
-class MlflowUI(BackgroundServer):
-    """``mlflow ui`` on 127.0.0.1 for one store: one worker, no background job runner."""
+class MakeUI(BackgroundServer):
+    """``make ui`` on a free port: the MLflow UI a learner starts, with the links it prints."""
 
     ready_path = "/health"
-    name = "mlflow-ui"
+    name = "make-ui"
 
-    def __init__(self, store_uri: str, **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
         kwargs.setdefault("extra_env", {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         super().__init__(**kwargs)
-        self.store_uri = store_uri
 
     def command(self) -> list[str]:  # noqa: D102
-        command = [sys.executable, "-m", "mlflow", "ui", "--host", self.host]
-        command += [
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            self.store_uri,
-        ]
-        if root := tracking.artifact_root(self.store_uri):
-            command += ["--default-artifact-root", root]
-        return command
+        return ["make", "-C", str(project_root()), "ui", f"PORT={self.port}"]
+
+    def printed_link(self, experiment: str) -> str:
+        """The link ``make ui`` printed for ``experiment``."""
+        (line,) = [line for line in self.log_tail(200).splitlines() if f"'{experiment}':" in line]
+        return line.split(": ", 1)[1].strip()
 
 
 def _latest_run(experiment: str, run_name: str):
@@ -116,9 +108,14 @@ def store(execute_notebook) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ui(store):
-    with MlflowUI(tracking.tracking_uri()) as server:
-        yield server.url
+def make_ui(store):
+    with MakeUI() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ui(make_ui) -> str:
+    return make_ui.url
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +138,15 @@ def page():
         context.close()
 
 
-def test_the_experiment_link_opens_on_its_training_runs(ui, store, page):
+def test_the_printed_experiment_link_opens_on_its_training_runs(make_ui, store, page):
     run = store["keras_run"]
-    page.goto(tracking.experiment_url(run.info.experiment_id, base=ui))
-    link = page.get_by_role("link", name=TF[2], exact=True).first
-    link.wait_for()
+    link = make_ui.printed_link(TF[1])
+    assert link == tracking.experiment_url(run.info.experiment_id, base=make_ui.url)
+    page.goto(link)
+    run_link = page.get_by_role("link", name=TF[2], exact=True).first
+    run_link.wait_for()
     page.wait_for_function("() => location.hash.includes('/runs')")
-    assert run.info.run_id in (link.get_attribute("href") or "")
+    assert run.info.run_id in (run_link.get_attribute("href") or "")
     assert "workflowType=machine_learning" in page.evaluate("location.hash")
     page.screenshot(path=str(SHOTS / "1-experiment-training-runs.png"))
 
