@@ -128,3 +128,34 @@ def execute_notebook(tmp_path_factory: pytest.TempPathFactory):
         return executed[name]
 
     return execute
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Debian's Chromium (``make setup-browser``), or ``$DLTRACK_CHROMIUM``. Without it the
+    browser tests skip, except in CI (``CI`` set), where they fail."""
+    found = os.environ.get("DLTRACK_CHROMIUM") or shutil.which("chromium")
+    if found:
+        return found
+    reason = "no Chromium: run `make setup-browser` (or set DLTRACK_CHROMIUM)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser tests: {reason}")
+    pytest.skip(reason)
+
+
+#: Chromium's flags for a machine with no display and no internet: no first-run or background
+#: network traffic (refused here, and slow to time out).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_executable):
+    """Chromium driven by Playwright; each ``browser.new_context()`` is a fresh, empty profile."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -3,16 +3,13 @@ against a real ``mlflow ui`` on the store the notebooks wrote, and JupyterLab st
 ``make lab``. Each checked page is saved to ``build/screenshots/`` (git-ignored).
 
 Chromium comes from ``make setup-browser`` (Playwright's own browser download is not reachable
-on many networks). Without it the tests skip, except in CI (``CI`` set), where they fail.
+on many networks); see the ``browser`` fixture in conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
-import tempfile
 
 import mlflow
 import pytest
@@ -28,25 +25,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
 SHOTS = project_root() / "build" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-TIMEOUT_MS = 60_000
 TF = ("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "keras-cnn")
 HF = ("03_transformers_sentiment.ipynb", "sentiment_analysis_transformers", "sentiment-pipeline")
 MODEL = "fmnist-keras-cnn"
-
-
-def chromium() -> str:
-    """Debian's Chromium (``make setup-browser``), or ``$DLTRACK_CHROMIUM``."""
-    found = os.environ.get("DLTRACK_CHROMIUM") or shutil.which("chromium")
-    if found:
-        return found
-    reason = "no Chromium: run `make setup-browser` (or set DLTRACK_CHROMIUM)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser tests: {reason}")
-    pytest.skip(reason)
 
 
 class MakeUI(BackgroundServer):
@@ -119,23 +100,12 @@ def ui(make_ui) -> str:
 
 
 @pytest.fixture(scope="module")
-def page():
-    executable = chromium()
+def page(browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix="dltrack-chromium-") as profile,  # an empty browser
-        playwright_api.sync_playwright() as driver,
-    ):
-        context = driver.chromium.launch_persistent_context(
-            profile,
-            executable_path=executable,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1440, "height": 900},
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        yield context.pages[0] if context.pages else context.new_page()
-        context.close()
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(60_000)
+    yield context.new_page()
+    context.close()
 
 
 def test_the_printed_experiment_link_opens_on_its_training_runs(make_ui, store, page):

@@ -142,6 +142,33 @@ def test_notebooks_run_unchanged_against_the_server(
     np.testing.assert_allclose(served, by_alias, atol=1e-5)
 
 
+@pytest.mark.browser
+def test_the_servers_ui_shows_the_runs_and_the_registered_models(team, accounts, browser):
+    """After the notebook tests: alice signs in to the server's UI and sees both runs and both
+    registered models (the same page any team member opens)."""
+    from dltrack import tracking
+
+    alice = accounts["alice"]
+    client = MlflowClient(team.url)
+    context = browser.new_context(
+        http_credentials={"username": "alice", "password": alice["MLFLOW_TRACKING_PASSWORD"]},
+        viewport={"width": 1440, "height": 900},
+    )
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    for experiment, run_name in [("fashion_mnist_tensorflow", "keras-cnn"),
+                                 ("fashion_mnist_lightning", "lightning-cnn")]:  # fmt: skip
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            pytest.skip("run with the notebook tests of this module")
+        page.goto(tracking.experiment_url(found.experiment_id, base=team.url))
+        page.get_by_role("link", name=run_name, exact=True).first.wait_for()
+    page.goto(tracking.registry_url(base=team.url))
+    for model in ("fmnist-keras-cnn", "fmnist-image-predictor"):
+        page.get_by_role("link", name=model, exact=True).first.wait_for()
+    context.close()
+
+
 # -- concurrent logging ----------------------------------------------------------------------------
 LOGGER = textwrap.dedent(
     """
