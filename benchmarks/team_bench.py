@@ -7,8 +7,9 @@ A throw-away team stack (PostgreSQL + ``mlflow server`` with basic auth and prox
 dltrack.team.TeamServer) starts on free ports with one learner account. Each notebook then runs
 end to end (``tools/notebooks.py``: train, track, log, evaluate, register, serve) alternately
 against the local store and the team server, ``--rounds`` times each, the order swapped every
-round so the machine's drift falls on both. The notebook's whole wall time is taken, training
-and tracking included. The client uses what ``make server-env`` sets (buffered asynchronous
+round so the machine's drift falls on both, after one untimed warm-up run of each notebook on a
+third store (the first run of a notebook on a machine is slower, whatever its store). The
+notebook's whole wall time is taken, training and tracking included. The client uses what ``make server-env`` sets (buffered asynchronous
 logging).
 
 Per request: median latency of 50 sequential requests over one keep-alive connection:
@@ -113,6 +114,10 @@ def main() -> None:
             "team": dict(base, **team_env),
         }
         (scratch / "local").mkdir()
+        (scratch / "warmup").mkdir()
+        warmup = dict(base, MLFLOW_TRACKING_URI=f"sqlite:///{scratch / 'warmup' / 'mlflow.db'}")
+        for notebook in NOTEBOOKS:
+            print(f"{notebook} warm-up: {run_notebook(notebook, warmup):.1f} s", flush=True)
         for notebook in NOTEBOOKS:
             times: dict[str, list[float]] = {"local": [], "team": []}
             for round_ in range(args.rounds):
