@@ -69,7 +69,7 @@ bench-autolog: ## Benchmark: what MLflow autolog costs, tracked and untracked fi
 bench-accuracy: ## Benchmark: test accuracy of notebooks 01 and 02 with their defaults on the full data, 3 seeds (about 30 min)
 	$(PY) benchmarks/accuracy_seeds.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)
 
-bench-serve: ## Benchmark: REST latency and throughput, course-logged vs dltrack-logged models (about 3 min)
+bench-serve: ## Benchmark: REST latency by model (flavor, fast, MLflow floor) and body (JSON, Parquet), in turns, with the target ratios (about 4 min)
 	$(PY) benchmarks/serve_bench.py
 
 clean: ## Remove executed notebooks, caches and build output (keeps the MLflow store)
