@@ -94,7 +94,7 @@ bench-accuracy: ## Benchmark: test accuracy of notebooks 01 and 02 with their de
 bench-team: ## Benchmark: notebooks 01 and 02 against the team server and the local store, side by side (about 10 min)
 	$(PY) benchmarks/team_bench.py
 
-bench-serve: ## Benchmark: REST latency and throughput, course-logged vs dltrack-logged models (about 3 min)
+bench-serve: ## Benchmark: REST latency by model (flavor, fast, MLflow floor) and body (JSON, Parquet), in turns, with the target ratios (about 4 min)
 	$(PY) benchmarks/serve_bench.py
 
 clean: ## Remove executed notebooks, caches and build output (keeps the MLflow store)

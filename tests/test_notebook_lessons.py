@@ -50,11 +50,20 @@ TAUGHT = {
         "mlflow.pyfunc.load_model(model_info.model_uri)", "mlflow.models.evaluate(",
         "@mlflow.trace", "mlflow.get_trace(", "requests.post(",
     ],
+    "04_serving_at_speed.ipynb": [
+        "import torch", "import triton", "mlflow.set_tracking_uri(", "mlflow.tensorflow.load_model(",
+        "mlflow.pytorch.load_model(", "mlflow.models.get_model_info(", '@champion"',
+        "mlflow.set_experiment(", "mlflow.start_run(", "mlflow.log_params(", ".to_parquet(",
+        "pd.read_parquet(", 'json={"inputs":', "requests.post(",
+        '"Content-Type": "application/vnd.apache.parquet"', "requests.Session()",
+        "tf.function(", ".get_concrete_function()", "torch.inference_mode()", "json.loads(",
+        "mlflow.log_figure(", "mlflow.log_metrics(", "mlflow.log_table(", "raise_for_status()",
+    ],
 }  # fmt: skip
 
 #: A call into dltrack: module.function( or a dltrack class.
 HELPER_CALL = re.compile(
-    r"\b(?:data|evaluation|tracking|serving|azure|sentiment|keras_cnn)\.[a-z_]+\(|"
+    r"\b(?:data|evaluation|tracking|serving|fast|azure|sentiment|keras_cnn)\.[a-z_]+\(|"
     r"\b(?:FashionMNISTCNN|FashionMNISTDataModule)\("
 )
 

@@ -187,6 +187,53 @@ def test_azure_notebook_runs_again_and_both_servers_agree(execute_notebook):
     assert "workspace: none configured" in output and "name: fmnist-" in output
 
 
+SERVING_NOTEBOOK = "04_serving_at_speed.ipynb"
+
+
+def test_serving_notebook_runs_twice_and_measures_every_way(tmp_path, execute_notebook):
+    """04 serves the champions of 01 and 02 (run here first if no champion exists), logs the fast
+    models and the MLflow floor, measures every way and refuses bad input; twice on one store."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    for expected in NOTEBOOKS[:2]:
+        if tracking.version_by_alias(expected.registered_model, "champion") is None:
+            execute_notebook(expected.notebook)
+    client = MlflowClient()
+
+    def runs() -> list:
+        found = client.get_experiment_by_name("serving_at_speed")
+        return [] if found is None else client.search_runs(
+            [found.experiment_id], filter_string="attributes.run_name = 'serving-at-speed'",
+            order_by=["attributes.start_time DESC"])  # fmt: skip
+
+    if not runs():  # run alone, without nbmake's first run
+        run_notebook(project_root() / "notebooks" / SERVING_NOTEBOOK, tmp_path)
+    output = printed(execute_notebook(SERVING_NOTEBOOK))
+    assert len(runs()) >= 2
+    for run in runs()[:2]:
+        assert run.info.status == "FINISHED"
+        ratios = {k: v for k, v in run.data.metrics.items() if k.startswith("ratio_")}
+        assert len(ratios) == 5 and all(0 < v < 1000 for v in ratios.values()), ratios
+        diffs = {k: v for k, v in run.data.metrics.items() if k.startswith("max_abs_diff_")}
+        assert len(diffs) == 4 and all(v <= 1e-6 for v in diffs.values()), diffs
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"latency.png", "latency.json"} <= artifacts
+        models = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+            output_format="list",
+        )
+        assert sorted(m.name for m in models) == ["keras-fast", "mlflow-floor", "torch-fast"]
+    assert "JSON -> 200 | Parquet -> 200 | same predictions: True" in output
+    assert len(re.findall(r"^ratio +\d+\.\d+ \(target", output, re.M)) == 5
+    assert "float64 Parquet body -> keras flavor: 200" in output
+    assert (
+        "float64 Parquet body -> keras fast: 400 expected a batch of shape (n, 28, 28, 1)" in output
+    )
+    assert "NaN pixel -> keras fast: 400 expected a batch" in output
+    assert "unknown params -> lightning fast: 400 expected no params" in output
+    assert "server running: False" in output and not _servers_alive()
+
+
 #: stderr a learner cannot act on, which the notebooks must not show (issue: outputs a learner
 #: can act on). Each entry: what it is, and a pattern of the lines.
 KNOWN_NOISE = {
@@ -226,11 +273,13 @@ def test_noise_check_finds_the_lines_it_names(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", [e.notebook for e in NOTEBOOKS] + ["01b_azure_ml_deployment.ipynb"]
+    "name", [e.notebook for e in NOTEBOOKS] + ["01b_azure_ml_deployment.ipynb", SERVING_NOTEBOOK]
 )
 def test_executed_notebooks_show_no_known_noise(name, execute_notebook):
     _skip_without_sentiment_model(name)
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    if name.startswith("01b") and tracking.version_by_alias("fmnist-keras-cnn", "champion") is None:
-        execute_notebook("01_tensorflow_fashion_mnist.ipynb")
+    if name.startswith(("01b", "04")):  # they serve the champions of 01 (and 02)
+        for expected in NOTEBOOKS[: 2 if name.startswith("04") else 1]:
+            if tracking.version_by_alias(expected.registered_model, "champion") is None:
+                execute_notebook(expected.notebook)
     assert noise_lines(execute_notebook(name)) == []

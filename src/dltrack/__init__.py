@@ -8,7 +8,8 @@ libraries they teach. One home per concept:
                              learning-rate schedules, and which sentiment model to load
 - :mod:`dltrack.tracking`    the MLflow store, re-run-safe experiments, registry lookups
 - :mod:`dltrack.evaluation`  figures: image grids, misclassified images, training curves
-- :mod:`dltrack.serving`     ``mlflow models serve`` started and stopped from Python, and a client
+- :mod:`dltrack.serving`     ``mlflow models serve`` started and stopped from Python, a client
+                             (Parquet or JSON bodies), the fast pyfunc models, timing in turns
 - :mod:`dltrack.azure`       Azure ML's inference server on 127.0.0.1, endpoint names
 
 The notebooks call MLflow, Keras, Lightning, Transformers and ``azure.ai.ml`` themselves;

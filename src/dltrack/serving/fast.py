@@ -1,25 +1,26 @@
-"""Log a classifier so that ``mlflow models serve`` answers fast, with the same request and
-response as the framework flavors (``{"inputs": ...}`` in, ``{"predictions": ...}`` out).
+"""Log a classifier so that ``mlflow models serve`` answers fast, with the same requests and
+responses as the framework flavors (``{"inputs": ...}`` or a Parquet body in,
+``{"predictions": ...}`` out), and refuses what its signature does not describe.
 
-Where the time of a request goes (measured in ``benchmarks/serve_bench.py``, README):
+Where the time of a request goes is measured in notebook 04 and ``benchmarks/serve_bench.py``
+(README, "Serving"). What these models change, next to the framework flavors:
 
 - ``mlflow.tensorflow``'s pyfunc calls ``keras.Model.predict`` per request: a data pipeline,
-  callbacks and a progress bar, about 40 ms even for one image. :func:`log_keras_for_serving`
-  logs a pyfunc model whose ``predict`` is one traced forward pass (a ``tf.function``, TensorFlow
-  ops on the calling thread).
+  callbacks and a progress bar on every call. :func:`log_keras_for_serving` logs a pyfunc model
+  whose ``predict`` is one traced forward pass (a ``tf.function``).
 - ``mlflow.pytorch`` runs the module per request with little overhead;
   :func:`log_torch_for_serving` logs the ``torch.export`` program with a forward pass under
   ``inference_mode``, and no pickle.
-- The JSON body: MLflow's server parses it (twice) and builds the array. That is MLflow's own
-  request handling and is not changed here. :func:`dltrack.serving.predict` makes the body
-  about half as long by writing each float32 with the shortest decimal that reads back to the
-  same float32 (orjson), so the server gets the same values from fewer bytes.
+- Both check every batch (:func:`dltrack.serving.pyfunc.base.as_image_batch`: float32 dtype,
+  shape, NaN/inf, at most :data:`dltrack.serving.pyfunc.base.MAX_BATCH` images) and refuse
+  params, and answer bad input with HTTP 400 and a message that says what was expected.
 
-Both are MLflow models from code: the small files in :mod:`dltrack.serving.pyfunc` are copied into the
-logged model, with the ``dltrack`` package as code; nothing is pickled. Both check each batch
-first (:func:`dltrack.serving.pyfunc.base.as_image_batch`: shape, numbers, NaN/inf, at most
-:data:`dltrack.serving.pyfunc.base.MAX_BATCH` images) and answer bad input with HTTP 400 and a message
-that says what was expected.
+The request body is MLflow's own handling and is not changed here: a Parquet body
+(:func:`dltrack.serving.parquet_body`) reaches the model as the array it holds; a JSON body is
+parsed into nested Python lists first, which is where most of a large JSON request's time goes.
+
+Both are MLflow models from code: the small files in :mod:`dltrack.serving.pyfunc` are copied
+into the logged model, with the ``dltrack`` package as code; nothing is pickled.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 
-__all__ = ["log_keras_for_serving", "log_torch_for_serving"]
+__all__ = ["log_floor_for_serving", "log_keras_for_serving", "log_torch_for_serving"]
 
 _CODE = Path(__file__).with_name("pyfunc")
 _PACKAGE = Path(__file__).parents[1]  # dltrack, copied into the model for dltrack.serving.pyfunc
@@ -87,13 +88,19 @@ def log_torch_for_serving(
     pyfunc model with one forward pass under ``inference_mode``.
 
     The module is exported in eval mode on ``input_example`` with a dynamic batch dimension,
-    so any batch size is accepted.
+    so any batch size is accepted; the caller's train/eval mode is restored afterwards.
 
     Args:
-        module: ``torch.nn.Module``; input (n, *shape) float32.
+        module: ``torch.nn.Module``; input (n, *shape) float32. A module unlifted from an
+            exported program (what ``mlflow.pytorch.load_model`` returns for a ``pt2`` model)
+            works too: it is exported again as it is.
         name: the logged model's name.
         signature: e.g. ``TensorSpec(float32, (-1, 1, 28, 28)) -> TensorSpec(float32, (-1, 10))``.
         input_example: numpy array (n, *shape) float32 with n >= 2.
+        **kwargs: passed to ``mlflow.pyfunc.log_model``.
+
+    Returns:
+        The ``ModelInfo``; ``model_uri`` is ``models:/<model_id>``.
 
     Raises:
         ValueError: the input example has fewer than 2 rows (the batch size would be fixed).
@@ -107,7 +114,11 @@ def log_torch_for_serving(
             "input_example needs a batch of at least 2 so the batch size stays dynamic"
         )
     was_training = module.training
-    module.eval()
+    try:
+        module.eval()
+        restore = True
+    except NotImplementedError:  # unlifted from an exported program: its mode is fixed already
+        restore = False
     try:
         exported = torch.export.export(
             module,
@@ -115,7 +126,8 @@ def log_torch_for_serving(
             dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
         )
     finally:
-        module.train(was_training)
+        if restore:
+            module.train(was_training)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt2"
         torch.export.save(exported, path)
@@ -125,3 +137,33 @@ def log_torch_for_serving(
             [f"torch=={torch.__version__.split('+')[0]}"],
             name=name, signature=signature, input_example=example, **kwargs,
         )  # fmt: skip
+
+
+def log_floor_for_serving(name: str, signature: ModelSignature, **kwargs: Any) -> ModelInfo:
+    """Log the MLflow floor: a pyfunc model that answers at once with zeros.
+
+    Served by ``mlflow models serve``, a request to it costs only what MLflow's scoring server
+    does around any model (HTTP, reading the body, enforcing the signature, writing the
+    response): the least any model served this way can take.
+
+    Args:
+        name: the logged model's name.
+        signature: the input signature to enforce, e.g. ``TensorSpec(float32, (-1, 28, 28, 1))``;
+            the output's last dimension sets the width of the zeros, e.g. (-1, 10) -> (n, 10).
+        **kwargs: passed to ``mlflow.pyfunc.log_model``.
+
+    Returns:
+        The ``ModelInfo``; ``model_uri`` is ``models:/<model_id>``.
+
+    Raises:
+        ValueError: the signature has no tensor output with a fixed last dimension.
+    """
+    outputs = signature.outputs.inputs if signature.outputs is not None else []
+    shape = getattr(outputs[0], "shape", None) if outputs else None
+    if not shape or shape[-1] in (-1, None):
+        raise ValueError(
+            f"expected a signature whose output is a tensor with a fixed last dimension, "
+            f"e.g. (-1, 10); got outputs {signature.outputs}"
+        )
+    return _log("floor.py", {}, [], name=name, signature=signature,
+                model_config={"width": int(shape[-1])}, **kwargs)  # fmt: skip
