@@ -47,10 +47,10 @@ test-unit: ## Only the fast unit tests (no notebooks, no servers)
 lint: ## ruff on the package and the tests
 	$(VENV)/bin/ruff check src tests tools benchmarks
 
-ui: ## MLflow UI on the project's store at http://127.0.0.1:$(PORT); prints the links to open
+ui: ## MLflow UI on the project's store at 127.0.0.1, port PORT=5000; prints the links to open
 	$(PY) tools/ui.py --port $(PORT)
 
-lab: ## JupyterLab on 127.0.0.1:$(LAB_PORT) in notebooks/ (token authentication), same environment as make demo
+lab: ## JupyterLab on 127.0.0.1, port LAB_PORT=8888, in notebooks/ (token authentication), same environment as make demo
 	$(PY) -m jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
 	  --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -72,7 +72,7 @@ server-status: ## Team mode: what runs where
 server-user: ## Team mode: create the account NAME=<user>; its password goes to a 0600 file in .team/
 	$(PY) -m dltrack.team add-user $(NAME)
 
-server-env: ## Team mode: shell lines that point clients at the server as NAME: eval "$$(make -s server-env NAME=alice)"
+server-env: ## Team mode: shell lines that point clients at the server as NAME: eval "$(make -s server-env NAME=alice)"
 	@$(PY) -m dltrack.team env $(NAME)
 
 setup-postgres: ## Install Debian's PostgreSQL server (apt-get, as root) unless its binaries are found

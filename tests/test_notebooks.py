@@ -242,6 +242,7 @@ KNOWN_NOISE = {
     "TensorFlow's oneDNN and CPU notices": r"oneDNN custom operations are on|binary is optimized",
     "tqdm without Jupyter widgets": r"IProgress not found",
     "a progress bar printed tick by tick": r"\d+%\|",
+    "MLflow's SHAP evaluator, which cannot explain images or text": r"Skip logging model explainab",
 }
 
 

@@ -23,7 +23,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from dltrack import serving
+from dltrack import serving, tracking
 from dltrack.serving.process import free_port
 from dltrack.team import PostgresError, TeamServer, TeamServerError, server_binaries
 
@@ -123,12 +123,15 @@ def test_notebooks_run_unchanged_against_the_server(
 
     alice = accounts["alice"]
     _as(monkeypatch, alice)
-    executed = run_notebook(project_root() / "notebooks" / notebook, tmp_path)
-    assert alice["MLFLOW_TRACKING_PASSWORD"] not in executed.read_text()
+    executed = run_notebook(project_root() / "notebooks" / notebook, tmp_path).read_text()
+    assert alice["MLFLOW_TRACKING_PASSWORD"] not in executed
 
     client = MlflowClient()
     run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])[0]
     assert run.info.status == "FINISHED" and run.info.user_id == "alice"
+    # The run's link points at the server's training view; MLflow's own (GenAI overview) is off.
+    assert tracking.run_url(run.info.experiment_id, run.info.run_id, team.url) in executed
+    assert "View experiment at" not in executed
     assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
     champion = client.get_model_version_by_alias(model, "champion")
     assert champion.run_id == run.info.run_id
@@ -146,7 +149,6 @@ def test_notebooks_run_unchanged_against_the_server(
 def test_the_servers_ui_shows_the_runs_and_the_registered_models(team, accounts, browser):
     """After the notebook tests: alice signs in to the server's UI and sees both runs and both
     registered models (the same page any team member opens)."""
-    from dltrack import tracking
 
     alice = accounts["alice"]
     client = MlflowClient(team.url)

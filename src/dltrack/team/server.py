@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -322,7 +323,10 @@ class TeamServer:
 
         os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN
         os.environ["MLFLOW_TRACKING_PASSWORD"] = self.admin_password()
-        return get_app_client("basic-auth", tracking_uri=self.url)
+        # MLflow 3.17's auth app imports Starlette's deprecated WSGI middleware: not ours to fix
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
+            return get_app_client("basic-auth", tracking_uri=self.url)
 
     def add_user(self, username: str) -> Path:
         """Create a learner account through MLflow's auth API with a generated password, kept
@@ -349,7 +353,9 @@ class TeamServer:
         and MLflow's asynchronous logging, buffered: ``log_*`` calls return at once, and what
         arrives within a second goes to the server as one batch (without the buffering every
         call is its own request, and a class logging at once exhausts the server's database
-        connections; MLflow's async logging drops a batch the server refuses).
+        connections; MLflow's async logging drops a batch the server refuses). MLflow's own
+        "View run" lines are switched off: against a server they link to the experiment's GenAI
+        overview, and the notebooks print links to the training runs instead.
 
         Raises:
             FileNotFoundError: no such account in this folder (:meth:`add_user` makes it).
@@ -365,4 +371,5 @@ class TeamServer:
             "MLFLOW_TRACKING_PASSWORD": path.read_text().strip(),
             "MLFLOW_ENABLE_ASYNC_LOGGING": "true",
             "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
         }
