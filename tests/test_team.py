@@ -149,7 +149,6 @@ def test_notebooks_run_unchanged_against_the_server(
 def test_the_servers_ui_shows_the_runs_and_the_registered_models(team, accounts, browser):
     """After the notebook tests: alice signs in to the server's UI and sees both runs and both
     registered models (the same page any team member opens)."""
-
     alice = accounts["alice"]
     client = MlflowClient(team.url)
     context = browser.new_context(
