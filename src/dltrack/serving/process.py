@@ -16,41 +16,23 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import weakref
 from pathlib import Path
 from typing import Any
 
 import requests
 
-__all__ = ["BackgroundServer", "ModelServer", "ServerStartError", "free_port"]
+from dltrack import processes
+from dltrack.processes import HOST, free_port
 
-HOST = "127.0.0.1"
+__all__ = ["BackgroundServer", "ModelServer", "ServerStartError", "free_port"]
 
 
 class ServerStartError(RuntimeError):
     """The model server did not come up; the message holds the end of its log."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port on ``host`` that is free now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-        return False
 
 
 def _with_parent_death_signal(command: list[str]) -> list[str]:
@@ -59,23 +41,6 @@ def _with_parent_death_signal(command: list[str]) -> list[str]:
     ``atexit`` handler can catch."""
     setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
-
-
-def _kill_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout)
 
 
 class BackgroundServer:
@@ -108,6 +73,7 @@ class BackgroundServer:
         self.timeout = timeout
         self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen | None = None
+        self.record: processes.ProcessRecord | None = None
         self.log_path: Path | None = None
         self._finalizer: weakref.finalize | None = None
 
@@ -137,10 +103,7 @@ class BackgroundServer:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log (stdout and stderr)."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        return processes.log_tail(self.log_path, lines)
 
     def start(self) -> BackgroundServer:
         """Start the server and wait until ``GET <ready_path>`` answers 200.
@@ -151,7 +114,9 @@ class BackgroundServer:
         """
         if self.process is not None and self.process.poll() is None:
             return self
-        if self.requested_port is not None and _port_in_use(self.host, self.requested_port):
+        if self.requested_port is not None and processes.port_in_use(
+            self.requested_port, self.host
+        ):
             raise ServerStartError(
                 f"port {self.requested_port} on {self.host} is already in use; stop what uses "
                 "it or pass port=None to pick a free port"
@@ -160,27 +125,15 @@ class BackgroundServer:
         fd, log = tempfile.mkstemp(prefix=f"dltrack-{self.name}-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log)
-        with self.log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                _with_parent_death_signal(self.command()),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self._env(),
-                start_new_session=True,  # its own process group: stop() signals all of it
-            )
-        self._finalizer = weakref.finalize(self, _kill_group, self.process)
+        command = self.command()
+        self.process, self.record = processes.start(
+            _with_parent_death_signal(command), self.log_path, env=self._env()
+        )
+        self.record = processes.ProcessRecord(self.record.pid, self.record.create_time, command)
+        self._finalizer = weakref.finalize(self, processes.stop, self.record, self.process)
         atexit.register(self._finalizer)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if requests.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
+        if processes.wait_until(self._ready, lambda: self.process.poll() is None, self.timeout):
+            return self
         exited = self.process.poll()
         self.stop()
         reason = (
@@ -193,10 +146,16 @@ class BackgroundServer:
             f"Server log ({self.log_path}), last lines:\n{self.log_tail()}"
         )
 
+    def _ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
     def stop(self) -> None:
         """Stop the server and every process it started (SIGTERM, then SIGKILL after 10 s)."""
-        if self.process is not None:
-            _kill_group(self.process)
+        if self.record is not None:
+            processes.stop(self.record, self.process)
         if self._finalizer is not None:
             self._finalizer.detach()
 
