@@ -70,10 +70,10 @@ server-status: ## Team mode: what runs where
 	$(PY) -m dltrack.team status
 
 server-user: ## Team mode: create the account NAME=<user>; its password goes to a 0600 file in .team/
-	$(PY) -m dltrack.team add-user $(NAME)
+	$(PY) -m dltrack.team add-user -- "$$NAME"
 
 server-env: ## Team mode: shell lines that point clients at the server as NAME: eval "$(make -s server-env NAME=alice)"
-	@$(PY) -m dltrack.team env $(NAME)
+	@$(PY) -m dltrack.team env -- "$$NAME"
 
 setup-postgres: ## Install Debian's PostgreSQL server (apt-get, as root) unless its binaries are found
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \

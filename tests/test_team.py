@@ -5,6 +5,7 @@ The tests run in file order; the last one kills both servers and starts them aga
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -382,3 +383,157 @@ def test_sigkill_of_both_servers_loses_nothing(team, accounts, monkeypatch, rest
     path = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/notes/kept.txt")
     assert Path(path).read_text() == "kept"  # artifacts through the proxy, after the restart
     assert mlflow.pyfunc.load_model("models:/team-recovery-model/1").predict([1, 2]) == [1, 2]
+
+
+# -- files, secrets, accounts and the command line -------------------------------------------------
+def _cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, DLTRACK_TEAM_HOME=str(home), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "dltrack.team", *args], env=environment, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _one_paragraph_error(out: subprocess.CompletedProcess, *expected: str) -> None:
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr and out.stderr.startswith("error: "), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    for text in expected:
+        assert text in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [("add-user", ".."), ("add-user", "a" * 300), ("add-user", "bob smith"), ("add-user", ""),
+     ("env", "../admin-password"), ("env", ".."), ("env", "a" * 300)],
+)  # fmt: skip
+def test_every_command_refuses_a_bad_user_name_in_one_paragraph(command, name, tmp_path):
+    out = _cli(command, name, home=tmp_path / "team")
+    _one_paragraph_error(out, "is not a user name", "1 to 64 characters")
+    assert not (tmp_path / "team").exists()  # nothing written, no file read
+
+
+@pytest.mark.parametrize(
+    ("command", "port"),
+    [(["start"], "abc"), (["stop"], "abc"), (["status"], "abc"), (["add-user", "bob"], "abc"),
+     (["env", "bob"], "abc"), (["status"], "0"), (["status"], "70000")],
+)  # fmt: skip
+def test_a_bad_port_is_named_in_one_paragraph(command, port, tmp_path):
+    out = _cli(*command, home=tmp_path / "team", DLTRACK_TEAM_PORT=port)
+    _one_paragraph_error(out, f"DLTRACK_TEAM_PORT='{port}' is not a TCP port")
+
+
+def test_a_stopped_server_is_named_in_one_paragraph(tmp_path):
+    _one_paragraph_error(
+        _cli("add-user", "bob", home=tmp_path / "team", DLTRACK_TEAM_PORT=str(free_port())),
+        "is not running: make server",
+    )
+    _one_paragraph_error(_cli("env", "bob", home=tmp_path / "team"), "no account 'bob'")
+
+
+def test_make_passes_the_name_quoted(tmp_path):
+    from dltrack.config import project_root
+
+    marker = tmp_path / "pwned"
+    out = subprocess.run(
+        ["make", "-s", "-C", str(project_root()), f"PY={sys.executable}", "server-env",
+         f"NAME=x; touch {marker}"],
+        env=dict(os.environ, DLTRACK_TEAM_HOME=str(tmp_path / "team")), capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert not marker.exists()
+    assert "'x; touch" in out.stderr and "is not a user name" in out.stderr
+
+
+class _RefusingAdmin:
+    """Stands in for MLflow's auth client: the server refuses to create the account."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __call__(self):
+        return self
+
+    def create_user(self, username, password):
+        from mlflow.exceptions import MlflowException
+
+        raise MlflowException(f"refused {username}")
+
+
+def test_a_failed_account_creation_keeps_no_password_file(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    server = TeamServer(tmp_path / "team", port=free_port(), pg_port=free_port())
+    monkeypatch.setattr(TeamServer, "healthy", lambda self: True)
+    monkeypatch.setattr(TeamServer, "admin_client", lambda self: _RefusingAdmin())
+    with pytest.raises(MlflowException, match="refused carol"):
+        server.add_user("carol")
+    assert not server.password_file("carol").exists()  # the next add-user tries again
+
+
+def test_the_initdb_password_file_is_0600_from_its_first_byte(tmp_path, monkeypatch):
+    from dltrack.team.postgres import PostgresCluster
+
+    seen = {}
+
+    def initdb(self, program, *args, check=True):
+        pwfile = Path(next(a for a in args if a.startswith("--pwfile=")).split("=", 1)[1])
+        seen["mode"] = pwfile.stat().st_mode & 0o777
+
+    monkeypatch.setattr(PostgresCluster, "_run", initdb)
+    monkeypatch.setattr(PostgresCluster, "_check_writable", lambda self: None)
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)  # no narrowing afterwards
+    monkeypatch.setattr(shutil, "chown", lambda *a, **k: None)
+    old = os.umask(0o022)
+    try:
+        PostgresCluster(tmp_path / "pg", free_port(), "s3cret").init()
+    finally:
+        os.umask(old)
+    assert seen["mode"] == 0o600
+
+
+def test_the_team_folder_is_private_and_postgresql_still_enters(team, accounts):
+    assert team.postgres.running  # it entered .team/ to reach .team/postgres
+    assert team.home.stat().st_mode & 0o007 == 0 and team.home.stat().st_mode & 0o060 == 0
+    for folder in (team.artifacts_dir, team.secrets_dir):
+        assert folder.stat().st_mode & 0o777 == 0o700
+    if os.geteuid() == 0:  # another local account cannot list the artifacts from disk
+        ls = ["runuser", "-u", "nobody", "--", "ls", str(team.artifacts_dir)]
+        assert subprocess.run(ls, capture_output=True, check=False).returncode != 0
+
+
+def test_the_admin_password_is_not_left_in_this_process(team, accounts, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    team.add_user("carol")
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ
+
+
+def test_a_name_taken_on_the_server_is_one_paragraph(team, accounts):
+    with team.admin_client() as admin:
+        admin.create_user("dave", "made-elsewhere-1234")
+    out = _cli("add-user", "dave", home=team.home)
+    _one_paragraph_error(out, "refused", "dave")
+    assert not team.password_file("dave").exists()
+
+
+def test_stop_never_signals_a_pid_that_is_no_longer_the_server(tmp_path):
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        home = tmp_path / "team"
+        home.mkdir()
+        recorded = {"pid": bystander.pid, "create_time": 1.0, "command": ["mlflow", "server"]}
+        (home / "server.json").write_text(json.dumps(
+            {"port": free_port(), "pg_port": free_port(), "pid": bystander.pid, "process": recorded}
+        ))  # fmt: skip
+        server = TeamServer.from_env(home)
+        assert server.server_pid() is None
+        server.stop_server(timeout=2)
+        assert bystander.poll() is None  # still running: the pid was someone else's
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PostgresCluster", "PostgresError", "server_binaries"]
+import psutil
+
+from dltrack.processes import log_tail, port_in_use
+
+__all__ = ["PostgresCluster", "PostgresError", "server_binaries", "write_private"]
 
 INSTALL_HINT = (
     "Install the PostgreSQL server: `apt-get install postgresql` (Debian, Ubuntu; `make "
@@ -65,11 +68,23 @@ def server_binaries() -> Path:
     raise PostgresError(f"PostgreSQL server binaries not found. {INSTALL_HINT}")
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True when something already listens on ``host:port`` (TCP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex((host, port)) == 0
+def write_private(path: Path, text: str, replace: bool = False) -> None:
+    """Write ``text`` to a new file ``path`` readable by its owner only (mode 0600 from the
+    first byte: the file is created with that mode, never widened and narrowed afterwards).
+
+    Args:
+        path: the file; its folder must exist.
+        text: what it holds (a password).
+        replace: remove an existing file first; otherwise an existing file raises.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``replace`` is false.
+    """
+    if replace:
+        path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
 
 
 @dataclass
@@ -125,10 +140,8 @@ class PostgresCluster:
         return out
 
     def _log_hint(self) -> str:
-        if not self.log_file.is_file():
-            return ""
-        lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line]
-        return "\nPostgreSQL log, last lines:\n" + "\n".join(lines[-6:])
+        tail = log_tail(self.log_file, 6)
+        return f"\nPostgreSQL log, last lines:\n{tail}" if tail else ""
 
     @property
     def initialized(self) -> bool:
@@ -168,8 +181,7 @@ class PostgresCluster:
                 f"Cannot create the PostgreSQL folder {self.folder}: {err}"
             ) from None
         password_file = self.folder / ".initdb-password"
-        password_file.write_text(self.superuser_password)
-        password_file.chmod(0o600)
+        write_private(password_file, self.superuser_password, replace=True)
         if self.service_user:
             shutil.chown(self.folder, self.service_user, self.service_user)
             for path in (self.socket_dir, password_file):
@@ -199,14 +211,14 @@ class PostgresCluster:
         Raises:
             PostgresError: the old process is still there after ``timeout`` seconds.
         """
+        pid = self.postmaster_pid()
         try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-            if "postgres" not in Path(f"/proc/{pid}/comm").read_text(errors="replace"):
+            if pid is None or "postgres" not in psutil.Process(pid).name():
                 return  # gone, or the PID now belongs to another program: PostgreSQL copes
-        except (OSError, ValueError, IndexError):
+        except psutil.Error:
             return
         deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}").exists():
+        while psutil.pid_exists(pid):
             if time.monotonic() > deadline:
                 raise PostgresError(
                     f"The old PostgreSQL process {pid} of {self.data_dir} has not exited after "
@@ -251,14 +263,23 @@ class PostgresCluster:
         except (OSError, ValueError, IndexError):
             return None
 
+    def connection_params(self, dbname: str = "postgres") -> dict[str, object]:
+        """What ``psycopg2.connect(**params)`` needs to reach ``dbname`` as the superuser
+        ``postgres`` over TCP on 127.0.0.1 (the password included: keep it in this process)."""
+        return {
+            "host": "127.0.0.1", "port": self.port, "user": "postgres",
+            "password": self.superuser_password, "dbname": dbname, "connect_timeout": 10,
+        }  # fmt: skip
+
     def connect(self, dbname: str = "postgres"):
-        """A psycopg2 connection as the superuser over TCP (autocommit on)."""
+        """A psycopg2 connection as the superuser over TCP (autocommit on).
+
+        Raises:
+            psycopg2.OperationalError: the server is not running or refused the login.
+        """
         import psycopg2
 
-        connection = psycopg2.connect(
-            host="127.0.0.1", port=self.port, user="postgres",
-            password=self.superuser_password, dbname=dbname, connect_timeout=10,
-        )  # fmt: skip
+        connection = psycopg2.connect(**self.connection_params(dbname))
         connection.autocommit = True
         return connection
 

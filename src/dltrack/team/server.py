@@ -9,34 +9,41 @@ again by the next command, and clear errors when a port is taken or a folder is 
 
 The folder (``<project>/.team`` by default, git-ignored; ``DLTRACK_TEAM_HOME`` overrides)::
 
+The folder is this user's only (0700; as root 0710 with the group ``postgres``, so that
+PostgreSQL, which runs as the ``postgres`` user then, can enter it to reach its own folder and
+nothing else); the artifacts are read through the server only, never from disk by others.
+
     postgres/           the PostgreSQL cluster (data, socket, log); owned by 'postgres' as root
-    artifacts/          the artifact store the server proxies (--artifacts-destination)
+    artifacts/          0700: the artifact store the server proxies (--artifacts-destination)
     basic_auth.ini      MLflow's auth configuration (no secrets in it)
     secrets/            0700: admin-password, flask-secret-key, postgres-password,
                         mlflow-db-password, pgpass, users/<name> (each 0600)
-    server.json         ports and the server's process id
+    server.json         ports and the server's process (pid, start time, command line)
     mlflow-server.log   the server's log
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
-import signal
-import subprocess
+import shutil
 import sys
-import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from dltrack import processes
 from dltrack.config import project_root
-from dltrack.team.postgres import PostgresCluster, PostgresError, port_in_use
+from dltrack.processes import port_in_use
+from dltrack.team.postgres import PostgresCluster, PostgresError, write_private
 
-__all__ = ["TeamServer", "TeamServerError", "team_home"]
+__all__ = ["TeamServer", "TeamServerError", "check_username", "team_home"]
 
 #: What a new user may do with another user's experiments and models: nothing, until the
 #: owner (who gets MANAGE on what they create) or an admin grants READ, EDIT or MANAGE.
@@ -48,6 +55,8 @@ ADMIN = "admin"
 DB_ROLE = "mlflow"
 TRACKING_DB = "mlflow"
 AUTH_DB = "mlflow_auth"
+#: A user name: an ASCII letter or digit, then letters, digits, '.', '_' or '-'; at most 64.
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class TeamServerError(RuntimeError):
@@ -60,17 +69,39 @@ def team_home() -> Path:
     return Path(env).expanduser().resolve() if env else project_root() / ".team"
 
 
+def check_username(name: str) -> str:
+    """``name`` if it is a valid user name, for every command that takes one.
+
+    Raises:
+        ValueError: it is empty, longer than 64 characters, starts with something other than
+            an ASCII letter or digit, or holds characters other than those, '.', '_' and '-'.
+    """
+    if not isinstance(name, str) or USERNAME.fullmatch(name) is None:
+        shown = name if len(str(name)) <= 40 else f"{str(name)[:40]}... ({len(name)} characters)"
+        raise ValueError(
+            f"{shown!r} is not a user name: expected 1 to 64 characters, ASCII letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _private_dir(path: Path, group_enters: bool = False) -> Path:
+    """``path`` created if missing (its parent must exist), with no permission for others:
+    the owner's bits kept (0700 when created), the group's cleared, or set to enter only
+    (0710) when ``group_enters``."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(path.stat().st_mode & 0o700 | (0o010 if group_enters else 0))
+    return path
+
+
 def _secret(path: Path, length: int = 24) -> str:
     """The secret stored in ``path``; generated (URL-safe, ``length`` bytes) and written with
-    mode 0600 the first time."""
+    mode 0600 from the first byte the first time."""
     if path.is_file():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
+    _private_dir(path.parent)
     value = secrets.token_urlsafe(length)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(value)
+    write_private(path, value)
     return value
 
 
@@ -97,10 +128,24 @@ class TeamServer:
         defaults."""
         home = home or team_home()
         state = cls._read_state(home)
+
+        def port(variable: str, key: str, default: int) -> int:
+            value = os.environ.get(variable) or state.get(key) or default
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                number = -1
+            if not 1 <= number <= 65535:
+                raise TeamServerError(
+                    f"{variable}={value!r} is not a TCP port: expected a whole number from 1 to "
+                    "65535, e.g. 5050"
+                )
+            return number
+
         return cls(
             home=home,
-            port=int(os.environ.get("DLTRACK_TEAM_PORT") or state.get("port") or 5050),
-            pg_port=int(os.environ.get("DLTRACK_TEAM_PG_PORT") or state.get("pg_port") or 54329),
+            port=port("DLTRACK_TEAM_PORT", "port", 5050),
+            pg_port=port("DLTRACK_TEAM_PG_PORT", "pg_port", 54329),
         )
 
     # -- where things are -------------------------------------------------------------------
@@ -126,18 +171,23 @@ class TeamServer:
 
     @property
     def postgres(self) -> PostgresCluster:
-        """The PostgreSQL cluster in ``home/postgres``."""
-        return PostgresCluster(
-            self.home / "postgres", self.pg_port, _secret(self.secrets_dir / "postgres-password")
-        )
+        """The PostgreSQL cluster in ``home/postgres`` (its superuser's password is generated by
+        :meth:`start`)."""
+        path = self.secrets_dir / "postgres-password"
+        password = path.read_text().strip() if path.is_file() else ""
+        return PostgresCluster(self.home / "postgres", self.pg_port, password)
 
     def admin_password(self) -> str:
         """The admin's password (generated at first start; ``secrets/admin-password``)."""
         return _secret(self.secrets_dir / "admin-password")
 
     def password_file(self, username: str) -> Path:
-        """Where a user's password is kept (``secrets/users/<name>``, mode 0600)."""
-        return self.secrets_dir / "users" / username
+        """Where a user's password is kept (``secrets/users/<name>``, mode 0600).
+
+        Raises:
+            ValueError: ``username`` is not a user name (:func:`check_username`).
+        """
+        return self.secrets_dir / "users" / check_username(username)
 
     @staticmethod
     def _read_state(home: Path) -> dict:
@@ -146,22 +196,19 @@ class TeamServer:
         except (OSError, ValueError):
             return {}
 
-    def _write_state(self, pid: int) -> None:
-        state = {"port": self.port, "pg_port": self.pg_port, "pid": pid}
+    def _write_state(self, record: processes.ProcessRecord) -> None:
+        state = {"port": self.port, "pg_port": self.pg_port, "process": record.to_dict()}
         (self.home / "server.json").write_text(json.dumps(state))
+
+    def _record(self) -> processes.ProcessRecord | None:
+        return processes.ProcessRecord.from_dict(self._read_state(self.home).get("process", {}))
 
     # -- state ------------------------------------------------------------------------------
     def server_pid(self) -> int | None:
-        """The MLflow server's process id, when that process is alive."""
-        pid = self._read_state(self.home).get("pid")
-        if not pid:
-            return None
-        try:
-            os.kill(pid, 0)
-            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-        except (OSError, IndexError):
-            return None
-        return None if state == "Z" else pid
+        """The MLflow server's process id, while the process recorded in ``server.json`` (pid,
+        start time and command line) is alive; ``None`` once its pid names another program."""
+        record = self._record()
+        return record.pid if record is not None and record.alive else None
 
     def healthy(self) -> bool:
         """True when the MLflow server answers ``/health`` on its port."""
@@ -231,12 +278,10 @@ class TeamServer:
                 server failed to start; the message names the cause (and the server log).
         """
         try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            self.artifacts_dir.mkdir(exist_ok=True)
-        except OSError as err:
+            self._make_home()
+            _secret(self.secrets_dir / "postgres-password")
+        except (OSError, LookupError) as err:
             raise TeamServerError(f"Cannot create the team folder {self.home}: {err}") from None
-        if not os.access(self.home, os.W_OK):
-            raise TeamServerError(f"The team folder {self.home} is not writable by this user.")
         if not self.postgres.running and port_in_use(self.pg_port):
             raise TeamServerError(
                 f"Port {self.pg_port} on 127.0.0.1 is already in use, so PostgreSQL cannot "
@@ -247,21 +292,73 @@ class TeamServer:
                 f"Port {self.port} on 127.0.0.1 is already in use, so the MLflow server cannot "
                 "listen there; stop what uses it or choose another port (DLTRACK_TEAM_PORT)."
             )
+        import psycopg2
+
         try:
             self.postgres.start()
             db_password = _secret(self.secrets_dir / "mlflow-db-password")
             for database in (TRACKING_DB, AUTH_DB):
                 self.postgres.ensure_database(database, DB_ROLE, db_password)
-        except PostgresError as err:
-            raise TeamServerError(str(err)) from None
-        if self.server_pid() and self.healthy():
+            if self.server_pid() and self.healthy():
+                return
+            env = self._server_env(db_password)
+        except (PostgresError, psycopg2.Error) as err:
+            raise TeamServerError(f"PostgreSQL on 127.0.0.1:{self.pg_port}: {err}") from None
+        self.log_file.touch(mode=0o600)
+        try:
+            process, record = processes.start(
+                self.command(), self.log_file, env=env, cwd=self.home, append=True
+            )
+        except OSError as err:
+            raise TeamServerError(f"Cannot run the MLflow server: {err}") from None
+        self._write_state(record)
+        if processes.wait_until(self.healthy, lambda: process.poll() is None, timeout):
             return
+        self.stop_server()
+        raise TeamServerError(
+            f"The MLflow server on {self.url} did not start. Its log ({self.log_file}), last "
+            f"lines:\n{processes.log_tail(self.log_file, 15)}"
+        )
+
+    def _make_home(self) -> None:
+        """The team folder, private: 0700; as root 0710 with the group ``postgres``, whose
+        user runs PostgreSQL and must enter it to reach ``postgres/``."""
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        if self.postgres_user:
+            self.home.mkdir(mode=0o700, exist_ok=True)
+            shutil.chown(self.home, group=self.postgres_user)
+        _private_dir(self.home, group_enters=bool(self.postgres_user))
+        _private_dir(self.artifacts_dir)
+        _private_dir(self.secrets_dir)
+        if not os.access(self.home, os.W_OK):
+            raise TeamServerError(f"The team folder {self.home} is not writable by this user.")
+
+    @property
+    def postgres_user(self) -> str | None:
+        """The OS user PostgreSQL runs as, when it is not this user (``postgres`` as root)."""
+        return PostgresCluster(self.home / "postgres", self.pg_port, "").service_user
+
+    def _admin_exists(self) -> bool:
+        """True once the server has created its admin account (in the auth database)."""
+        connection = self.postgres.connect(AUTH_DB)
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SELECT to_regclass('public.users') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                return False
+            cursor.execute("SELECT 1 FROM users WHERE username = %s", (ADMIN,))
+            return cursor.fetchone() is not None
+        finally:
+            connection.close()
+
+    def _server_env(self, db_password: str) -> dict[str, str]:
+        """The server's environment: no client credentials; the admin's password only when
+        MLflow still has to create the admin account (it reads it at start-up only then)."""
         env = dict(
             os.environ,
             PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             PGPASSFILE=str(self._pgpass(db_password)),
             MLFLOW_AUTH_CONFIG_PATH=str(self._auth_config()),
-            MLFLOW_AUTH_ADMIN_PASSWORD=self.admin_password(),  # used once, to create the admin
             MLFLOW_FLASK_SERVER_SECRET_KEY=_secret(self.secrets_dir / "flask-secret-key"),
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # no background job runner: not used here
             # Database connections per store and worker: up to 20 for each of the tracking,
@@ -269,43 +366,21 @@ class TeamServer:
             MLFLOW_SQLALCHEMYSTORE_POOL_SIZE="10",
             MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW="10",
         )
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        for name in (
+            "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+            "MLFLOW_AUTH_ADMIN_PASSWORD",
+        ):  # fmt: skip
             env.pop(name, None)
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self.home, start_new_session=True,  # outlives `make server`
-            )  # fmt: skip
-        self._write_state(process.pid)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            if self.healthy():
-                return
-            time.sleep(0.5)
-        self.stop_server()
-        tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
-        raise TeamServerError(
-            f"The MLflow server on {self.url} did not start. Its log ({self.log_file}), last "
-            f"lines:\n{tail}"
-        )
+        if not self._admin_exists():
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = self.admin_password()
+        return env
 
     def stop_server(self, timeout: float = 20.0) -> None:
-        """Stop the MLflow server and its workers (SIGTERM, then SIGKILL)."""
-        pid = self._read_state(self.home).get("pid")
-        if not pid:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.server_pid() is None:
-                    return
-                time.sleep(0.2)
+        """Stop the MLflow server and its workers (SIGTERM, then SIGKILL after ``timeout``
+        seconds), if the process recorded in ``server.json`` is still that server."""
+        record = self._record()
+        if record is not None:
+            processes.stop(record, timeout=timeout)
 
     def stop(self) -> None:
         """Stop the MLflow server, then PostgreSQL; the data stays."""
@@ -313,39 +388,59 @@ class TeamServer:
         self.postgres.stop()
 
     # -- users ------------------------------------------------------------------------------
-    def admin_client(self):
-        """MLflow's auth client (``mlflow.server.get_app_client("basic-auth")``) as the admin.
+    @contextlib.contextmanager
+    def admin_client(self) -> Iterator:
+        """MLflow's auth client (``mlflow.server.get_app_client("basic-auth")``) as the admin,
+        for the ``with`` block only::
 
-        The client reads its credentials from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``; this
-        sets them for this process, so call it only in an admin's process (the CLI, tests).
+            with server.admin_client() as admin:
+                admin.create_user("carol", password)
+
+        The client reads its credentials from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` at each
+        call; they are set for the block and put back as they were after it, so no process
+        started later inherits the admin's password.
         """
         from mlflow.server import get_app_client
 
-        os.environ["MLFLOW_TRACKING_USERNAME"] = ADMIN
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = self.admin_password()
-        # MLflow 3.17's auth app imports Starlette's deprecated WSGI middleware: not ours to fix
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
-            return get_app_client("basic-auth", tracking_uri=self.url)
+        names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        saved = {name: os.environ.get(name) for name in names}
+        try:
+            os.environ.update(dict(zip(names, (ADMIN, self.admin_password()), strict=True)))
+            # MLflow 3.17's auth app imports Starlette's deprecated WSGI middleware
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
+                yield get_app_client("basic-auth", tracking_uri=self.url)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def add_user(self, username: str) -> Path:
         """Create a learner account through MLflow's auth API with a generated password, kept
         in :meth:`password_file` (mode 0600); return that file. Idempotent for an account this
         folder created.
 
+        The account is created first; its password file is kept only once the server has
+        created it, so a failed creation leaves nothing behind and can simply be tried again.
+
         Raises:
-            ValueError: ``username`` is empty or holds characters other than letters, digits,
-                '.', '_' and '-'.
+            ValueError: ``username`` is not a user name (:func:`check_username`).
+            TeamServerError: the server is not running.
             mlflow.exceptions.MlflowException: the server refused (e.g. the name is taken by an
                 account made elsewhere).
         """
-        if not username or not all(c.isalnum() or c in "._-" for c in username):
-            raise ValueError(f"a user name is letters, digits, '.', '_' or '-': {username!r}")
         path = self.password_file(username)
-        existed = path.is_file()
-        password = _secret(path)
-        if not existed:
-            self.admin_client().create_user(username, password)
+        if path.is_file():
+            return path
+        if not self.healthy():
+            raise TeamServerError(f"The team server on {self.url} is not running: make server")
+        password = secrets.token_urlsafe(24)
+        with self.admin_client() as admin:
+            admin.create_user(username, password)
+        _private_dir(path.parent)
+        write_private(path, password)
         return path
 
     def client_env(self, username: str) -> dict[str, str]:
