@@ -157,3 +157,67 @@ def test_azure_cells_are_skipped_by_the_tests_and_do_nothing_without_a_workspace
     untagged = "\n".join(c.source for c in cells if c not in azure_cells)
     for call in ("begin_create_or_update", ".invoke(", "begin_delete", "create_or_update("):
         assert call not in untagged
+
+
+class _AMLResponse:
+    """Stands in for ``azureml.contrib.services.aml_response.AMLResponse`` (Azure's package)."""
+
+    def __init__(self, body, status, json_str=False):
+        self.body, self.status = body, status
+
+
+class _TwoInputs(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input["a"].sum(axis=1) - model_input["b"].sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def score(tmp_path_factory):
+    """Azure's scoring script loaded with a model of two named float32 tensors, 'a' and 'b'."""
+    import importlib.util
+    import sys
+    import types
+
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    folder = tmp_path_factory.mktemp("two-inputs") / "model"
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2), "a"),
+                       TensorSpec(np.dtype(np.float32), (-1, 2), "b")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
+    )  # fmt: skip
+    mlflow.pyfunc.save_model(folder, python_model=_TwoInputs(), signature=signature)
+    fake = types.ModuleType("azureml.contrib.services.aml_response")
+    fake.AMLResponse = _AMLResponse
+    names = ["azureml", "azureml.contrib", "azureml.contrib.services", fake.__name__]
+    saved = {name: sys.modules.get(name) for name in names}
+    sys.modules.update({name: types.ModuleType(name) for name in names[:-1]} | {fake.__name__: fake})
+    try:
+        path = project_root() / "src" / "dltrack" / "azure" / "score.py"
+        spec = importlib.util.spec_from_file_location("azure_score_under_test", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for name, value in saved.items():
+            sys.modules.pop(name) if value is None else sys.modules.__setitem__(name, value)
+    module.model = mlflow.pyfunc.load_model(str(folder))
+    return module
+
+
+def test_named_inputs_are_matched_by_name_not_by_position(score):
+    body = {"input_data": {"b": [[1, 1]], "a": [[5, 5]]}}  # the signature's order is a, b
+    assert score.run(json.dumps(body)) == [8.0]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "missing", "extra"),
+    [({"a": [[1, 2]], "b": [[1, 2]], "c": [[0, 0]]}, [], ["c"]),
+     ({"a": [[1, 2]]}, ["b"], []),
+     ({"a": [[1, 2]], "x": [[1, 2]]}, ["b"], ["x"])],
+)  # fmt: skip
+def test_a_missing_or_extra_named_input_is_a_400_that_names_it(score, inputs, missing, extra):
+    reply = score.run(json.dumps({"input_data": inputs}))
+    assert isinstance(reply, _AMLResponse) and reply.status == 400
+    assert f"missing {missing}, not in the signature {extra}" in reply.body["error"]
+    assert "expected the named inputs ['a', 'b']" in reply.body["error"]

@@ -59,3 +59,11 @@ def test_training_curves_refuse_a_metric_that_was_never_logged(experiment):
     history = {k: client.get_metric_history(run.info.run_id, k) for k in ("loss", "accuracy")}
     with pytest.raises(ValueError, match=r"no metric values logged for \['accuracy'\]"):
         evaluation.plot_training_curves(history)
+
+
+@pytest.mark.parametrize("short", ["titles", "colors"])
+def test_image_grid_names_a_short_list_of_titles_or_colors(short):
+    values = {"titles": ["a"] * 5, "colors": ["green"] * 5}
+    values[short] = values[short][:3]
+    with pytest.raises(ValueError, match=f"expected one of {short} per image: 3 for 5 images"):
+        evaluation.image_grid(np.zeros((5, 28, 28)), **values)

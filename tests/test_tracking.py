@@ -94,3 +94,8 @@ def test_version_by_alias_raises_other_registry_errors(mlflow_store, monkeypatch
     mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens; mlflow_store resets it
     with pytest.raises(mlflow.exceptions.MlflowException, match="127.0.0.1:9"):
         tracking.version_by_alias("echo", "champion")
+
+
+def test_registry_url_quotes_the_model_name():
+    url = tracking.registry_url("my model/v2?x#y", base="http://127.0.0.1:5000")
+    assert url.startswith("http://127.0.0.1:5000/#/models/my%20model%2Fv2%3Fx%23y?")

@@ -38,7 +38,8 @@ def image_grid(
         The matplotlib figure (shown inline in a notebook, or logged with ``mlflow.log_figure``).
 
     Raises:
-        ValueError: the images are not grayscale in one of the layouts above.
+        ValueError: the images are not grayscale in one of the layouts above, or ``titles``
+            or ``colors`` does not have one entry per image.
     """
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[1] == 1:
@@ -48,6 +49,9 @@ def image_grid(
     if images.ndim != 3:
         raise ValueError(f"expected (n, h, w) grayscale images, got shape {images.shape}")
     count = len(images)
+    for what, values in (("titles", titles), ("colors", colors)):
+        if values is not None and len(values) != count:
+            raise ValueError(f"expected one of {what} per image: {len(values)} for {count} images")
     rows = max(1, -(-count // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size * 1.1))
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):

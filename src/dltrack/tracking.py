@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import mlflow
 from mlflow import MlflowClient
@@ -158,8 +158,9 @@ def run_url(experiment_id: str, run_id: str, base: str | None = None) -> str:
 
 
 def registry_url(name: str | None = None, base: str | None = None) -> str:
-    """The model registry (or one registered model's page) in the UI."""
-    path = f"models/{name}" if name else "models"
+    """The model registry (or one registered model's page) in the UI; the name is URL-quoted
+    (``"my model/v2"`` -> ``models/my%20model%2Fv2``)."""
+    path = f"models/{quote(name, safe='')}" if name else "models"
     return f"{base or ui_url()}/#/{path}?{TRAINING_VIEW}"
 
 

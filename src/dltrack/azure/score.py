@@ -46,6 +46,20 @@ def _bad_request(message: str) -> AMLResponse:
     return AMLResponse({"error": message}, 400, json_str=True)  # AMLResponse serialises it
 
 
+def _named_tensors(input_data: dict, names: list, dtypes: list) -> dict:
+    """Named tensors matched to the signature by name; ValueError (a 400) on a missing or an
+    extra name."""
+    missing = [n for n in names if n not in input_data]
+    extra = [k for k in input_data if k not in names]
+    if missing or extra or None in names:
+        raise ValueError(
+            f"expected the named inputs {names} of the model's signature; missing {missing}, "
+            f"not in the signature {extra}"
+        )
+    by_name = dict(zip(names, dtypes, strict=True))
+    return {name: np.asarray(value, dtype=by_name[name]) for name, value in input_data.items()}
+
+
 def _to_model_input(input_data):
     schema = model.metadata.get_input_schema()
     if isinstance(input_data, dict) and {"columns", "data"} <= input_data.keys():
@@ -53,9 +67,7 @@ def _to_model_input(input_data):
     if schema is not None and schema.is_tensor_spec():
         dtypes = schema.numpy_types()
         if isinstance(input_data, dict):
-            return {
-                k: np.asarray(v, dtype=dtypes[i]) for i, (k, v) in enumerate(input_data.items())
-            }
+            return _named_tensors(input_data, schema.input_names(), dtypes)
         return np.asarray(input_data, dtype=dtypes[0])
     return input_data
 
