@@ -338,53 +338,6 @@ def test_an_unwritable_folder_is_named(tmp_path):
         shutil.rmtree(home.parent if os.geteuid() == 0 else home, ignore_errors=True)
 
 
-def _snapshot(team, env) -> dict:
-    """Every run, metric history, artifact list and registered version alice can see."""
-    client = MlflowClient(team.url)
-    experiments = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in experiments], max_results=1000)
-    return {
-        "runs": sorted((r.info.run_id, r.info.status) for r in runs),
-        "metrics": {r.info.run_id: {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)]
-                                    for k in r.data.metrics} for r in runs},
-        "artifacts": {r.info.run_id: sorted(a.path for a in client.list_artifacts(r.info.run_id)) for r in runs},
-        "versions": sorted((v.name, str(v.version), v.run_id) for v in client.search_model_versions()),
-    }  # fmt: skip
-
-
-class _Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return model_input
-
-
-def test_sigkill_of_both_servers_loses_nothing(team, accounts, monkeypatch, restore_tracking):
-    _as(monkeypatch, accounts["alice"])
-    mlflow.set_experiment("team-recovery")
-    with mlflow.start_run() as run:  # a run, metrics, an artifact and a registered version
-        for step in range(20):
-            mlflow.log_metric("loss", 1 / (step + 1), step=step)
-        mlflow.log_text("kept", "notes/kept.txt")
-        info = mlflow.pyfunc.log_model(name="model", python_model=_Echo())
-    mlflow.register_model(info.model_uri, "team-recovery-model")
-    before = _snapshot(team, accounts["alice"])
-    assert run.info.run_id in [run_id for run_id, _ in before["runs"]] and before["versions"]
-
-    postmaster = team.postgres.postmaster_pid()
-    os.killpg(team.server_pid(), signal.SIGKILL)
-    for process in [psutil.Process(postmaster), *psutil.Process(postmaster).children()]:
-        process.kill()
-    deadline = time.monotonic() + 30
-    while (team.healthy() or team.postgres.running) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not team.healthy() and not team.postgres.running
-    team.start()
-    assert team.healthy() and team.postgres.running
-    assert _snapshot(team, accounts["alice"]) == before
-    path = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/notes/kept.txt")
-    assert Path(path).read_text() == "kept"  # artifacts through the proxy, after the restart
-    assert mlflow.pyfunc.load_model("models:/team-recovery-model/1").predict([1, 2]) == [1, 2]
-
-
 # -- files, secrets, accounts and the command line -------------------------------------------------
 def _cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess:
     environment = dict(os.environ, DLTRACK_TEAM_HOME=str(home), **env)
@@ -537,3 +490,118 @@ def test_stop_never_signals_a_pid_that_is_no_longer_the_server(tmp_path):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# -- recovery: SIGKILL in the middle of logging (last: it restarts both servers) ----------------
+def _snapshot(team) -> dict:
+    """Every run, metric history, artifact list and registered version alice can see."""
+    client = MlflowClient(team.url)
+    experiments = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in experiments], max_results=1000)
+    return {
+        "runs": sorted(r.info.run_id for r in runs),
+        "metrics": {r.info.run_id: {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)]
+                                    for k in r.data.metrics} for r in runs},
+        "artifacts": {r.info.run_id: sorted(a.path for a in client.list_artifacts(r.info.run_id)) for r in runs},
+        "versions": sorted((v.name, str(v.version), v.run_id) for v in client.search_model_versions()),
+    }  # fmt: skip
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+#: Logs synchronously until the server fails it; after each acknowledged call, one line in the
+#: file argv[2] (fsync'd): "metric <step>" or "version <n>" (registered, then aliased champion).
+ACKNOWLEDGING_WRITER = textwrap.dedent(
+    """
+    import os, sys, mlflow
+    from mlflow import MlflowClient
+    kind, acks, model_uri = sys.argv[1], open(sys.argv[2], "a"), sys.argv[3]
+    def ack(line):
+        acks.write(line + "\\n"); acks.flush(); os.fsync(acks.fileno())
+    mlflow.set_experiment("team-recovery")
+    if kind == "metric":
+        with mlflow.start_run():
+            for step in range(100_000):
+                mlflow.log_metric("acked", step / 3, step=step, synchronous=True)
+                ack(f"metric {step}")
+    else:
+        for _ in range(10_000):
+            version = mlflow.register_model(model_uri, "team-recovery-model").version
+            MlflowClient().set_registered_model_alias("team-recovery-model", "champion", version)
+            ack(f"version {version}")
+    """
+)
+
+
+def _acks(path: Path, kind: str) -> list[int]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [int(line.split()[1]) for line in lines if line.startswith(f"{kind} ")]
+
+
+def test_sigkill_in_the_middle_of_logging_loses_no_acknowledged_write(
+    team, accounts, monkeypatch, restore_tracking, tmp_path
+):
+    """Both servers are SIGKILLed while one process logs metrics and another registers versions
+    and moves the champion alias, each synchronously; after `python -m dltrack.team start`,
+    every write the server acknowledged is there, and so is everything written before."""
+    _as(monkeypatch, accounts["alice"])
+    mlflow.set_experiment("team-recovery")
+    with mlflow.start_run() as run:  # a run, metrics, an artifact and a logged model
+        for step in range(20):
+            mlflow.log_metric("loss", 1 / (step + 1), step=step)
+        mlflow.log_text("kept", "notes/kept.txt")
+        info = mlflow.pyfunc.log_model(name="model", python_model=_Echo())
+    before = _snapshot(team)
+
+    env = dict(os.environ, **accounts["alice"])
+    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="20",
+               MLFLOW_ENABLE_ASYNC_LOGGING="false")  # fmt: skip
+    acks = {kind: tmp_path / f"{kind}.acks" for kind in ("metric", "version")}
+    writers = {
+        kind: subprocess.Popen([sys.executable, "-c", ACKNOWLEDGING_WRITER, kind, str(path),
+                                info.model_uri], env=env, stderr=subprocess.DEVNULL)
+        for kind, path in acks.items()
+    }  # fmt: skip
+    deadline = time.monotonic() + 180
+    while len(_acks(acks["metric"], "metric")) < 50 or len(_acks(acks["version"], "version")) < 3:
+        assert time.monotonic() < deadline and all(w.poll() is None for w in writers.values())
+        time.sleep(0.1)
+
+    postmaster = psutil.Process(team.postgres.postmaster_pid())
+    os.killpg(team.server_pid(), signal.SIGKILL)  # while both writers are still writing
+    for process in [postmaster, *postmaster.children()]:
+        process.kill()
+    for writer in writers.values():
+        writer.wait(timeout=120)
+        assert writer.returncode != 0  # it was stopped by the failure, not finished
+    acked_steps, acked_versions = _acks(acks["metric"], "metric"), _acks(acks["version"], "version")
+
+    out = subprocess.run([sys.executable, "-m", "dltrack.team", "start"], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, DLTRACK_TEAM_HOME=str(team.home)),
+                         check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert team.healthy() and team.postgres.running
+    # the admin exists now: the restarted server was not given the admin's password
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in psutil.Process(team.server_pid()).environ()
+
+    client = MlflowClient()
+    (logged,) = client.search_runs(
+        [client.get_experiment_by_name("team-recovery").experiment_id], "metrics.acked >= 0"
+    )
+    kept = {m.step: m.value for m in client.get_metric_history(logged.info.run_id, "acked")}
+    assert set(acked_steps) <= set(kept) and all(kept[s] == pytest.approx(s / 3) for s in acked_steps)
+    versions = {int(v.version) for v in client.search_model_versions("name='team-recovery-model'")}
+    assert set(acked_versions) <= versions
+    champion = int(client.get_model_version_by_alias("team-recovery-model", "champion").version)
+    assert champion >= max(acked_versions)
+
+    after = _snapshot(team)
+    for key in ("metrics", "artifacts"):
+        assert {r: after[key][r] for r in before["runs"]} == before[key]
+    assert set(before["versions"]) <= set(after["versions"])
+    path = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/notes/kept.txt")
+    assert Path(path).read_text() == "kept"  # artifacts through the proxy, after the restart
+    assert mlflow.pyfunc.load_model(f"models:/team-recovery-model/{champion}").predict([1, 2]) == [1, 2]
