@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ci_no_skips import pytest_sessionfinish  # noqa: F401 (under CI, a skip fails the run)
+
 # One pytest process imports both frameworks. torchvision imported after TensorFlow crashes
 # the interpreter (TF 2.21, torch 2.14.1); the other order is fine. The notebooks each run in
 # their own kernel and are not affected.
