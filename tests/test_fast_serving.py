@@ -198,3 +198,48 @@ def test_floor_model_answers_zeros_of_the_output_width(experiment):
         fast_serving.log_floor_for_serving(
             name="x", signature=ModelSignature(Schema([images]), open_width)
         )
+
+
+#: Loads a served model the way a deployment does, where dltrack is not installed: no site
+#: folder, no PYTHONPATH, so dltrack can come only from the model's own code folder.
+LOAD_WITHOUT_DLTRACK = """
+import sys
+sys.path = [p for p in sys.path if p] + [sys.argv[2]]
+import mlflow, numpy as np
+model = mlflow.pyfunc.load_model(sys.argv[1])
+print(model.predict(np.zeros((2, 1, 28, 28), np.float32)).shape)
+print(sorted(name for name in sys.modules if name.split(".")[0] == "dltrack"))
+"""
+
+
+def test_a_served_model_carries_only_the_modules_it_imports(experiment):
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+    from pathlib import Path
+
+    torch = pytest.importorskip("torch")
+    experiment("test-fast-code")
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]), OUT)
+    with mlflow.start_run():
+        info = fast_serving.log_torch_for_serving(
+            module, "fast", signature, np.zeros((2, 1, 28, 28), np.float32)
+        )
+    folder = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    code = folder / "code"
+    assert sorted(p.relative_to(code).as_posix() for p in code.rglob("*.py")) == [
+        "dltrack/serving/pyfunc/base.py"
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", LOAD_WITHOUT_DLTRACK, str(folder),
+         sysconfig.get_paths()["purelib"]],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == [
+        "(2, 10)", "['dltrack', 'dltrack.serving', 'dltrack.serving.pyfunc', "
+        "'dltrack.serving.pyfunc.base']",
+    ]  # fmt: skip

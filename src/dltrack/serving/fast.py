@@ -20,11 +20,14 @@ The request body is MLflow's own handling and is not changed here: a Parquet bod
 parsed into nested Python lists first, which is where most of a large JSON request's time goes.
 
 Both are MLflow models from code: the small files in :mod:`dltrack.serving.pyfunc` are copied
-into the logged model, with the ``dltrack`` package as code; nothing is pickled.
+into the logged model, with the dltrack modules they import (and nothing else of dltrack) as
+code; nothing is pickled.
 """
 
 from __future__ import annotations
 
+import ast
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -37,16 +40,42 @@ from mlflow.models.model import ModelInfo
 __all__ = ["log_floor_for_serving", "log_keras_for_serving", "log_torch_for_serving"]
 
 _CODE = Path(__file__).with_name("pyfunc")
-_PACKAGE = Path(__file__).parents[1]  # dltrack, copied into the model for dltrack.serving.pyfunc
+_SRC = Path(__file__).parents[2]  # the folder holding the dltrack package
+
+
+def _dltrack_imports(source: Path) -> set[Path]:
+    """The dltrack module files ``source`` imports, directly or through each other (relative to
+    the folder holding the ``dltrack`` package)."""
+    found: set[Path] = set()
+    pending = [source]
+    while pending:
+        tree = ast.parse(pending.pop().read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for name in names:
+                module = Path(*name.split(".")).with_suffix(".py")
+                if name.startswith("dltrack.") and module not in found and (_SRC / module).is_file():
+                    found.add(module)
+                    pending.append(_SRC / module)
+    return found
 
 
 def _log(code: str, artifacts: dict[str, str], requirements: list[str], **kwargs: Any) -> ModelInfo:
-    with warnings.catch_warnings():  # "add type hints": the signature is given explicitly
+    """Log ``pyfunc/<code>`` as a model from code, with only the dltrack modules it imports as
+    its code (as namespace packages: no ``__init__`` of dltrack, and so nothing else, runs)."""
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # "add type hints": the signature is given explicitly
         warnings.filterwarnings("ignore", message=".*type hint.*")
+        for module in _dltrack_imports(_CODE / code):
+            (Path(tmp) / module).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(_SRC / module, Path(tmp) / module)
+        code_paths = [str(Path(tmp) / "dltrack")] if (Path(tmp) / "dltrack").exists() else None
         return mlflow.pyfunc.log_model(
             python_model=str(_CODE / code),
             artifacts=artifacts,
-            code_paths=[str(_PACKAGE)],
+            code_paths=code_paths,
             pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", *requirements],
             **kwargs,
         )
