@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,3 +18,16 @@ def write_results(name: str, results: Any) -> Path:
     path.write_text(json.dumps(results, indent=2))
     print(f"written {path}")
     return path
+
+
+def parser_with_data(description: str | None) -> argparse.ArgumentParser:
+    """The benchmarks' argument parser with ``--data``: the full Fashion-MNIST folder
+    (``$DLTRACK_FASHION_MNIST_DIR``, else ``../shared/data/fashion-mnist``)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("DLTRACK_FASHION_MNIST_DIR", "../shared/data/fashion-mnist"),
+    )
+    return parser

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_results  # benchmarks/_results.py
+from _results import parser_with_data, write_results  # benchmarks/_results.py
 
 
 def _pairs(fit, rounds: int) -> list[tuple[float, float]]:
@@ -122,13 +122,7 @@ FULL_RUN = {"keras": (10, 1875), "lightning": (5, 860)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("DLTRACK_FASHION_MNIST_DIR", "../shared/data/fashion-mnist"),
-    )
+    parser = parser_with_data(__doc__)
     parser.add_argument("--models", default="keras,lightning", help="comma-separated")
     parser.add_argument("--steps", type=int, default=200, help="training batches per fit")
     parser.add_argument("--rounds", type=int, default=5, help="untracked/tracked pairs")

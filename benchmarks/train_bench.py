@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_results  # benchmarks/_results.py
+from _results import parser_with_data, write_results  # benchmarks/_results.py
 
 
 def keras_run(data_dir: str, epochs: int, batch_size: int, variant: str) -> dict:
@@ -292,13 +292,7 @@ def _paired_ratio(a: dict, b: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data",
-        default=os.environ.get("DLTRACK_FASHION_MNIST_DIR", "../shared/data/fashion-mnist"),
-    )
+    parser = parser_with_data(__doc__)
     parser.add_argument(
         "--models", default="keras,lightning", help="comma-separated: " + ", ".join(RUNNERS)
     )
