@@ -83,7 +83,11 @@ def test_the_taught_calls_are_in_the_cells(name):
     assert not missing, f"{name} does not show {missing}"
 
 
-@pytest.mark.parametrize("name", sorted(TAUGHT))
+#: Notebooks that explain each dltrack helper once, in prose, instead of a remark on every line.
+PROSE_EXPLAINED = {"04_serving_at_speed.ipynb"}
+
+
+@pytest.mark.parametrize("name", sorted(set(TAUGHT) - PROSE_EXPLAINED))
 def test_each_helper_call_says_what_it_adds(name):
     bare = []
     for cell in _code_cells(name):
@@ -106,3 +110,29 @@ def test_committed_clean_with_one_parameters_cell_and_the_project_kernel(name):
     source = "\n".join(c.source for c in cells)
     assert "rest_check" not in source and "set_tag(" not in source  # no cells for the tests
     assert "127.0.0.1:" not in source and "localhost" not in source  # no hard-coded ports
+
+
+@pytest.mark.parametrize("name", sorted(PROSE_EXPLAINED))
+def test_the_cell_rules(name):
+    """Code lines of at most 100 characters, no '# dltrack:' remarks, every markdown cell says
+    something beyond its heading, and every dltrack helper is named in prose before its first
+    call."""
+    cells = nbformat.read(NOTEBOOKS / name, as_version=4).cells
+    long = [line for c in cells if c.cell_type == "code" for line in c.source.splitlines()
+            if len(line) > 100]  # fmt: skip
+    assert not long, f"{name}: code lines over 100 characters: {long}"
+    assert not [c for c in cells if "# dltrack:" in c.source]
+    headings_only = [c.source for c in cells if c.cell_type == "markdown"
+                     and all(line.startswith("#") or not line.strip() for line in c.source.splitlines())]  # fmt: skip
+    assert not headings_only, f"{name}: markdown cells that only name a section: {headings_only}"
+    prose = ""
+    unexplained = []
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            prose += cell.source
+        elif "parameters" not in cell.metadata.get("tags", []):
+            for call in HELPER_CALL.findall(cell.source):
+                name_only = call.rstrip("(").split(".")[-1]
+                if name_only not in prose:
+                    unexplained.append(call)
+    assert not unexplained, f"{name}: helpers called before the prose names them: {unexplained}"

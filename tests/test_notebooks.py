@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import nbformat
+import numpy as np
 import psutil
 import pytest
 import yaml
@@ -284,3 +285,36 @@ def test_executed_notebooks_show_no_known_noise(name, execute_notebook):
             if tracking.version_by_alias(expected.registered_model, "champion") is None:
                 execute_notebook(expected.notebook)
     assert noise_lines(execute_notebook(name)) == []
+
+
+def test_serving_notebook_puts_the_validating_model_in_front(execute_notebook):
+    """04 keeps both models' answers to bad input in its run, and registers each fast model as
+    `<champion's name>-serving`, tagged with the champion it validates, @champion when its
+    served predictions are the flavor champion's."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    for expected in NOTEBOOKS[:2]:
+        if tracking.version_by_alias(expected.registered_model, "champion") is None:
+            execute_notebook(expected.notebook)
+    execute_notebook(SERVING_NOTEBOOK)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("serving_at_speed")
+    (run,) = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
+                                max_results=1)  # fmt: skip
+    answers = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/malformed_answers.json")
+    assert answers == {
+        "float64 Parquet body -> keras flavor": 200, "float64 Parquet body -> keras fast": 400,
+        "NaN pixel -> keras flavor": 200, "NaN pixel -> keras fast": 400,
+        "unknown params -> lightning fast": 400,
+    }  # fmt: skip
+    for expected in NOTEBOOKS[:2]:
+        champion = client.get_model_version_by_alias(expected.registered_model, "champion")
+        front = client.get_model_version_by_alias(f"{expected.registered_model}-serving", "champion")
+        assert front.tags["validates"] == f"{expected.registered_model}/{champion.version}"
+        assert front.tags["promotion"].startswith("champion: max abs diff")
+        flavors = mlflow.models.get_model_info(f"models:/{front.name}@champion").flavors
+        assert list(flavors) == ["python_function"]
+    validating = mlflow.pyfunc.load_model("models:/fmnist-keras-cnn-serving@champion")
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    image[0, 0, 0, 0] = np.nan
+    with pytest.raises(mlflow.exceptions.MlflowException, match="NaN or infinite"):
+        validating.predict(image)
