@@ -375,3 +375,82 @@ def test_load_four_clients_both_bodies_no_errors_bounded_memory(served):
     growth = _tree_rss(root) / before - 1
     assert errors == []
     assert growth < 0.10, f"server memory grew {growth:.1%}"
+
+
+# ------------------------------------------------- the flavor models, for comparison (README)
+#: The malformed requests (above) that a flavor model, which only MLflow's signature checks
+#: guard, answers with 200 where the fast model answers 400; and the subset whose predictions
+#: hold NaN. Kept here, measured, so the README's comparison is this test's data.
+_BOTH_ACCEPT = {
+    "json: -Infinity", "json: Infinity", "json: NaN", "json: batch above the limit",
+    "json: null in tensor", "json: number overflows float32", "json: number overflows float64",
+    "json: params not an object", "json: unknown params", "parquet: -Infinity",
+    "parquet: Infinity", "parquet: NaN", "parquet: a null value", "parquet: batch above the limit",
+}
+_INFINITE = {
+    "json: -Infinity", "json: Infinity", "json: number overflows float32",
+    "json: number overflows float64", "parquet: -Infinity", "parquet: Infinity",
+}
+FLAVOR_ACCEPTS: dict[str, dict[str, set[str]]] = {
+    "keras": {
+        "accepted": _BOTH_ACCEPT | {
+            "parquet: booleans", "parquet: float16 values", "parquet: float64 values",
+            "parquet: float64 that overflows float32", "parquet: int64 values",
+            "parquet: uint8 pixels 0..255",
+        },
+        "NaN predictions": _INFINITE | {"parquet: float64 that overflows float32"},
+    },
+    "lightning": {
+        "accepted": _BOTH_ACCEPT,
+        "NaN predictions": _INFINITE | {
+            "json: NaN", "json: null in tensor", "parquet: NaN", "parquet: a null value"
+        },
+    },
+}  # fmt: skip
+
+
+def _log_flavor(framework: str):
+    """The seeded, untrained CNN logged with its framework's flavor, as notebooks 01 and 02 do."""
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.prepare_experiment("test-robustness")
+    mlflow.set_experiment("test-robustness")
+    example = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    with mlflow.start_run():
+        if framework == "keras":
+            keras = pytest.importorskip("keras")
+            from dltrack.models.keras_cnn import build_course_cnn
+
+            keras.utils.set_random_seed(0)
+            model, shape = build_course_cnn(lr_schedule="constant"), (28, 28, 1)
+            signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]), OUT)
+            info = mlflow.tensorflow.log_model(model, name="keras-flavor", signature=signature)
+        else:
+            torch = pytest.importorskip("torch")
+            from dltrack.models.lightning_cnn import FashionMNISTCNN
+
+            torch.manual_seed(0)
+            model, shape = FashionMNISTCNN().eval(), (1, 28, 28)
+            signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]), OUT)
+            info = mlflow.pytorch.log_model(
+                model, name="torch-flavor", signature=signature, serialization_format="pt2",
+                input_example=example.transpose(0, 3, 1, 2).copy(),
+            )  # fmt: skip
+    return info.model_uri, shape
+
+
+@pytest.mark.parametrize("framework", ["keras", "lightning"])
+def test_what_the_flavor_models_accept_of_the_malformed_requests(framework):
+    uri, shape = _log_flavor(framework)
+    accepted, nan_predictions = set(), set()
+    with serving.ModelServer(uri) as server:
+        for body_format in FORMATS:
+            for name, body, headers, _ in CASES[body_format](shape):
+                reply = requests.post(
+                    f"{server.url}/invocations", data=body, headers=headers, timeout=60
+                )
+                if reply.status_code == 200:
+                    accepted.add(f"{body_format}: {name}")
+                    predictions = np.asarray(reply.json()["predictions"], dtype=np.float64)
+                    if np.isnan(predictions).any():
+                        nan_predictions.add(f"{body_format}: {name}")
+    assert {"accepted": accepted, "NaN predictions": nan_predictions} == FLAVOR_ACCEPTS[framework]

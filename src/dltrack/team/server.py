@@ -7,11 +7,11 @@ with the team's role and databases, generated secrets kept in files only this us
 granted, a server that outlives the command that started it (``make server``) and is found
 again by the next command, and clear errors when a port is taken or a folder is unwritable.
 
-The folder (``<project>/.team`` by default, git-ignored; ``DLTRACK_TEAM_HOME`` overrides)::
-
 The folder is this user's only (0700; as root 0710 with the group ``postgres``, so that
 PostgreSQL, which runs as the ``postgres`` user then, can enter it to reach its own folder and
 nothing else); the artifacts are read through the server only, never from disk by others.
+
+The folder (``<project>/.team`` by default, git-ignored; ``DLTRACK_TEAM_HOME`` overrides)::
 
     postgres/           the PostgreSQL cluster (data, socket, log); owned by 'postgres' as root
     artifacts/          0700: the artifact store the server proxies (--artifacts-destination)
@@ -125,7 +125,11 @@ class TeamServer:
     def from_env(cls, home: Path | None = None) -> TeamServer:
         """The server of ``home`` (default :func:`team_home`): the ports it was started with
         (``server.json``), else ``$DLTRACK_TEAM_PORT`` / ``$DLTRACK_TEAM_PG_PORT``, else the
-        defaults."""
+        defaults.
+
+        Raises:
+            TeamServerError: a port is not a whole number from 1 to 65535.
+        """
         home = home or team_home()
         state = cls._read_state(home)
 
