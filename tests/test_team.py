@@ -88,8 +88,8 @@ def test_secrets_are_generated_private_and_never_logged(team, accounts):
     assert team.secrets_dir.stat().st_mode & 0o777 == 0o700
     logs = team.log_file.read_text() + team.postgres.log_file.read_text()
     config = (team.home / "basic_auth.ini").read_text()
-    command_lines = " ".join(
-        " ".join(p.cmdline()) for p in psutil.process_iter() if p.pid != os.getpid()
+    command_lines = " ".join(  # a process that exits meanwhile, or a zombie, has no cmdline
+        " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
     )
     for path in secrets:
         value = path.read_text().strip()
