@@ -21,10 +21,10 @@ from pathlib import Path
 from _results import write_results  # benchmarks/_results.py
 
 NOTEBOOKS = {
-    "keras": ("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "keras-cnn"),
+    "keras": ("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf", "keras-cnn"),
     "lightning": (
         "02_pytorch_lightning_fashion_mnist.ipynb",
-        "fashion_mnist_lightning",
+        "fashion_images_prediction_pytorch",
         "lightning-cnn",
     ),
 }

@@ -25,9 +25,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
 SHOTS = project_root() / "build" / "screenshots"
-TF = ("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "keras-cnn")
+TF = ("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf", "keras-cnn")
 HF = ("03_transformers_sentiment.ipynb", "sentiment_analysis_transformers", "sentiment-pipeline")
-MODEL = "fmnist-keras-cnn"
+MODEL = "fashion_mnist_prediction_model"
 
 
 class MakeUI(BackgroundServer):

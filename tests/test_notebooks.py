@@ -42,9 +42,9 @@ class Expected:
 
 NOTEBOOKS = [
     # 2 epochs on 2,000 images; chance is 0.1 for 10 classes
-    Expected("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "keras-cnn",
-             "tensorflow", "fmnist-keras-cnn", 0.5),
-    Expected("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_mnist_lightning",
+    Expected("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf", "keras-cnn",
+             "tensorflow", "fashion_mnist_prediction_model", 0.5),
+    Expected("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_images_prediction_pytorch",
              "lightning-cnn", "pytorch", "fmnist-image-predictor", 0.5),
     # the pretrained model on 300 labelled sentences
     Expected("03_transformers_sentiment.ipynb", "sentiment_analysis_transformers",
@@ -178,7 +178,7 @@ def test_azure_notebook_runs_again_and_both_servers_agree(execute_notebook):
     """01b deploys notebook 01's champion: run again on the same store (after nbmake's run, or
     after notebook 01 here), the local Azure server and the MLflow server give the same class."""
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    if tracking.version_by_alias("fmnist-keras-cnn", "champion") is None:
+    if tracking.version_by_alias("fashion_mnist_prediction_model", "champion") is None:
         execute_notebook("01_tensorflow_fashion_mnist.ipynb")
     output = printed(execute_notebook("01b_azure_ml_deployment.ipynb"))
     (line,) = [line for line in output.splitlines() if line.startswith("Azure inference server:")]
