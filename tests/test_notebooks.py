@@ -136,7 +136,7 @@ def test_notebook_runs_twice_on_one_store(expected: Expected, tmp_path: Path, ex
         info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
         assert expected.flavor in info.flavors
     output = printed(executed)
-    assert "server running: False" in output and not _servers_alive()
+    assert not _servers_alive()  # the `with` block stopped the server
     if expected.registered_model is None:
         labels = [
             line.split()[2] for line in output.splitlines() if line.startswith("served model:")
@@ -243,6 +243,9 @@ KNOWN_NOISE = {
     "tqdm without Jupyter widgets": r"IProgress not found",
     "a progress bar printed tick by tick": r"\d+%\|",
     "MLflow's SHAP evaluator, which cannot explain images or text": r"Skip logging model explainab",
+    "Lightning's advertising tip": r"Tip: For seamless cloud logging|litlogger",
+    "Lightning's own use of PyTorch's deprecated LeafSpec": r"LeafSpec\)` is deprecated",
+    "PyTorch's pt2 weights notice": r"No complete tensor found in the group",
 }
 
 
@@ -265,11 +268,17 @@ def test_noise_check_finds_the_lines_it_names(tmp_path):
     cell = nbformat.v4.new_code_cell("import tensorflow")
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
         "I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine\n"
-        "Downloading artifacts:  40%|####      | 4/10\nall good\n"))]  # fmt: skip
+        "Downloading artifacts:  40%|####      | 4/10\nall good\n"
+        "INFO: 💡 Tip: For seamless cloud logging and experiment tracking, try installing\n"
+        "FutureWarning: `isinstance(treespec, LeafSpec)` is deprecated, use ...\n"
+        "UserWarning: No complete tensor found in the group! Returning the first one.\n"
+        "INFO: GPU available: False, used: False\n"))]  # fmt: skip
     notebook.cells.append(cell)
     nbformat.write(notebook, tmp_path / "noisy.ipynb")
     assert [line.split(":")[0] for line in noise_lines(tmp_path / "noisy.ipynb")] == [
         "TensorFlow's CUDA probing", "a progress bar printed tick by tick",
+        "Lightning's advertising tip", "Lightning's own use of PyTorch's deprecated LeafSpec",
+        "PyTorch's pt2 weights notice",
     ]  # fmt: skip
 
 
