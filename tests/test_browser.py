@@ -263,8 +263,9 @@ def test_make_lab_opens_notebook_01_with_the_project_kernel(store, page):
         page.screenshot(path=str(SHOTS / "6-jupyterlab-notebook-01.png"))
 
 
-def test_make_docs_site_shows_the_index_and_a_lesson_with_its_images(execute_notebook, tmp_path,
-                                                                     page):
+def test_make_docs_site_shows_the_index_and_a_lesson_with_its_images(
+    execute_notebook, tmp_path, page
+):
     """``tools/site.py`` (``make docs``) on notebook 01 as the session executed it: the index
     links the lesson by its title, and the lesson page shows its figures, loaded."""
     from site_builder import build_site  # tools/site.py

@@ -18,7 +18,9 @@ def displayed_code(executed) -> list[str]:
     return [
         output["data"]["text/plain"]
         for cell in notebook.cells
-        if cell.cell_type == "code" and "Code(" in cell.source and "inspect.getsource(" in cell.source
+        if cell.cell_type == "code"
+        and "Code(" in cell.source
+        and "inspect.getsource(" in cell.source
         for output in cell.outputs
         if output.get("output_type") == "execute_result"
     ]

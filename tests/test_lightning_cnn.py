@@ -148,7 +148,9 @@ def test_known_noise_is_silenced_by_its_exact_message_only(caplog):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # as a notebook shows them ...
         lightning_cnn.silence_known_noise()  # ... after the module's filters
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
-        warnings.warn(lightning_cnn.KNOWN_NOISE["pt2_weights"] + " This may cause", UserWarning)
-        warnings.warn("another FutureWarning", FutureWarning)
+        warnings.warn(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use", FutureWarning, stacklevel=1
+        )
+        warnings.warn(lightning_cnn.KNOWN_NOISE["pt2_weights"], UserWarning, stacklevel=1)
+        warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["another FutureWarning"]

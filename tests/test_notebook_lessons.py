@@ -128,7 +128,9 @@ def test_each_helper_call_is_explained_in_prose_before_its_first_use(name):
             for call in HELPER_CALL.findall(line.split("#")[0]):
                 if call.rstrip("(").rpartition(".")[2] not in seen_prose:
                     unexplained.append(call)
-    assert not unexplained, f"{name}: helper calls no markdown cell before introduces: {unexplained}"
+    assert not unexplained, (
+        f"{name}: helper calls no markdown cell before introduces: {unexplained}"
+    )
     assert remarks <= 1, f"{name}: {remarks} '# dltrack:' remarks; explain helpers in prose"
 
 
@@ -177,7 +179,7 @@ def test_the_parameters_cell_switches_to_the_course_profile(name, monkeypatch):
     overrides its one value, and the cell prints which profile is active."""
     (cell,) = [c for c in _code_cells(name) if "parameters" in c.metadata.get("tags", [])]
     assert 'PROFILE = env_param("DLTRACK_PROFILE", "default", choices=PROFILES)' in cell.source
-    assert "print(f\"profile {PROFILE!r}" in cell.source
+    assert 'print(f"profile {PROFILE!r}' in cell.source
 
     def values(**env: str) -> dict:
         for key in ("DLTRACK_PROFILE", "DLTRACK_LR_SCHEDULE"):

@@ -59,7 +59,7 @@ def build_site(executed: Path, out: Path) -> list[Path]:
         pages.append(page)
         items.append(f'<li><a href="{html.escape(page.name)}">{html.escape(title)}</a></li>')
     index = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
         "<title>dltrack lessons</title></head>\n<body>\n<h1>dltrack lessons</h1>\n"
         "<p>Each notebook as <code>make demo</code> executed it, with every output.</p>\n"
         f"<ul>\n{chr(10).join(items)}\n</ul>\n</body>\n</html>\n"

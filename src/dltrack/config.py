@@ -8,8 +8,8 @@ Makefile runs from the project root, and both must see the same data and the sam
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Collection
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T", str, int, float, bool)

@@ -73,7 +73,12 @@ KNOWN_NOISE = {
 #: imported last.
 _RANK_ZERO_LOGGERS = tuple(
     f"{package}.utilities.rank_zero"
-    for package in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+    for package in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "pytorch_lightning",
+        "lightning_fabric",
+    )
 )
 
 
@@ -101,6 +106,7 @@ def silence_known_noise() -> None:
     warnings.filterwarnings(
         "ignore", message=re.escape(KNOWN_NOISE["pt2_weights"]), category=UserWarning
     )
+
 
 COURSE_LEARNING_RATE = 0.02
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
