@@ -111,8 +111,10 @@ def test_wrong_or_missing_password_is_401(team, accounts):
 @pytest.mark.parametrize(
     ("notebook", "experiment", "model"),
     [
-        ("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf", "fashion_mnist_prediction_model"),
-        ("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_images_prediction_pytorch", "fmnist-image-predictor"),
+        ("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf",
+         "fashion_mnist_prediction_model"),
+        ("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_images_prediction_pytorch",
+         "fmnist-image-predictor"),
     ],
 )  # fmt: skip
 def test_notebooks_run_unchanged_against_the_server(
