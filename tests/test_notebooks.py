@@ -65,11 +65,18 @@ def _runs(client: MlflowClient, expected: Expected) -> list:
 
 
 def _servers_alive() -> list[psutil.Process]:
+    """``mlflow models serve`` processes on this test session's store (not those of other test
+    sessions on a shared machine), orphaned ones included."""
     alive = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
         if "mlflow" in cmdline and "models serve" in cmdline:
-            alive.append(proc)
+            try:
+                store = proc.environ().get("MLFLOW_TRACKING_URI")
+            except (psutil.AccessDenied, psutil.NoSuchProcess):
+                store = None
+            if store in (None, os.environ.get("MLFLOW_TRACKING_URI")):
+                alive.append(proc)
     return alive
 
 
