@@ -35,8 +35,8 @@ setup-azure-server: ## Create .venv-azureml with Azure ML's inference server (fo
 	$(AZ_VENV)/bin/python -m pip install --disable-pip-version-check --upgrade pip
 	$(AZ_VENV)/bin/python -m pip install --disable-pip-version-check -r requirements/azureml-server.txt
 
-demo: ## Run the notebooks headless on the shipped subset and report their runs, models and aliases
-	$(PY) tools/notebooks.py
+demo: ## Run the notebooks headless on the shipped subset and report their runs, models and aliases (PROFILE=course: the course's values)
+	$(if $(PROFILE),DLTRACK_PROFILE=$(PROFILE) )$(PY) tools/notebooks.py
 
 test: ## Unit tests, serving tests and every notebook end to end (twice) on the shipped subset
 	$(PY) -m pytest
@@ -104,3 +104,12 @@ clean: ## Remove executed notebooks, caches and build output (keeps the MLflow s
 
 clean-runs: ## Delete the project's default MLflow store in mlruns/ (not one MLFLOW_TRACKING_URI points elsewhere)
 	rm -rf mlruns/mlflow.db mlruns/artifacts
+
+# --- lessons: the executed notebooks as a static site, and both profiles' accuracy (issue 19)
+.PHONY: docs bench-profiles
+
+docs: ## The notebooks as make demo executed them (build/executed/), rendered to build/site/index.html
+	$(PY) tools/site_builder.py --executed $(or $(EXECUTED),build/executed) --out build/site
+
+bench-profiles: ## Benchmark: test accuracy of notebooks 01 and 02, default and course profiles, full data, 3 seeds (about 1 h)
+	$(PY) benchmarks/accuracy_seeds.py --profiles default,course --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist)

@@ -117,16 +117,22 @@ def logged_cnn():
 def execute_notebook(tmp_path_factory: pytest.TempPathFactory):
     """``execute_notebook(name)`` runs ``notebooks/<name>`` once per test session, in its own
     kernel and in ``notebooks/`` as Jupyter does, against the session store; returns the executed
-    copy (outputs included). Later calls return the same copy."""
+    copy (outputs included). Later calls return the same copy. With ``DLTRACK_KEEP_EXECUTED``
+    set to a folder, each executed copy is also written there, so ``make docs`` can render them
+    without executing the notebooks again (CI)."""
     from dltrack.config import project_root
     from notebooks import run_notebook  # tools/notebooks.py
 
     executed: dict[str, Path] = {}
+    keep = os.environ.get("DLTRACK_KEEP_EXECUTED")
 
     def execute(name: str) -> Path:
         if name not in executed:
             folder = tmp_path_factory.mktemp("executed")
             executed[name] = run_notebook(project_root() / "notebooks" / name, folder)
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(executed[name], Path(keep) / name)
         return executed[name]
 
     return execute

@@ -110,7 +110,9 @@ def _fake_ml_client():
     client.models = create_autospec(ModelOperations, instance=True)
     client.online_endpoints = create_autospec(OnlineEndpointOperations, instance=True)
     client.online_deployments = create_autospec(OnlineDeploymentOperations, instance=True)
-    client.models.create_or_update.return_value = SimpleNamespace(id="azureml:fmnist-keras-cnn:7")
+    client.models.create_or_update.return_value = SimpleNamespace(
+        id="azureml:fashion_mnist_prediction_model:7"
+    )
     client.online_endpoints.invoke.return_value = json.dumps([[0.9] + [0.01] * 9])
     return client
 
@@ -124,6 +126,7 @@ def test_azure_cells_call_the_sdk_as_documented(champion_dir, tmp_path, monkeypa
         exec(source, namespace)
     namespace.update(
         model_dir=local, champion=SimpleNamespace(version="7"), specs=tmp_path,
+        version_uri="models:/fashion_mnist_prediction_model/7",
         request_body={"input_data": np.zeros((1, 28, 28, 1)).tolist()}, y_test=np.array([0]),
     )  # fmt: skip
     (entities,) = _code_cells(containing="ManagedOnlineDeployment(")
@@ -139,7 +142,9 @@ def test_azure_cells_call_the_sdk_as_documented(champion_dir, tmp_path, monkeypa
     endpoint = client.online_endpoints.begin_create_or_update.call_args_list[0].args[0]
     assert endpoint.name == namespace["ENDPOINT_NAME"] and endpoint.auth_mode == "key"
     (deployment,) = client.online_deployments.begin_create_or_update.call_args.args
-    assert deployment.model == "azureml:fmnist-keras-cnn:7"  # the registered model, not the folder
+    assert (
+        deployment.model == "azureml:fashion_mnist_prediction_model:7"
+    )  # the registered model, not the folder
     assert deployment.instance_type == "Standard_F2s_v2" and deployment.instance_count == 1
     routed = client.online_endpoints.begin_create_or_update.call_args_list[1].args[0]
     assert routed.traffic == {"blue": 100}

@@ -25,9 +25,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
 SHOTS = project_root() / "build" / "screenshots"
-TF = ("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "keras-cnn")
+TF = ("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf", "keras-cnn")
 HF = ("03_transformers_sentiment.ipynb", "sentiment_analysis_transformers", "sentiment-pipeline")
-MODEL = "fmnist-keras-cnn"
+MODEL = "fashion_mnist_prediction_model"
 
 
 class MakeUI(BackgroundServer):
@@ -261,3 +261,25 @@ def test_make_lab_opens_notebook_01_with_the_project_kernel(store, page):
         banner.first.wait_for(timeout=180_000)
         assert re.match(r"dltrack [\d.]+ \| mlflow 3\.", banner.first.inner_text())
         page.screenshot(path=str(SHOTS / "6-jupyterlab-notebook-01.png"))
+
+
+def test_make_docs_site_shows_the_index_and_a_lesson_with_its_images(
+    execute_notebook, tmp_path, page
+):
+    """``tools/site.py`` (``make docs``) on notebook 01 as the session executed it: the index
+    links the lesson by its title, and the lesson page shows its figures, loaded."""
+    from site_builder import build_site  # tools/site.py
+
+    executed = execute_notebook(TF[0])
+    (lesson,) = build_site(executed.parent, tmp_path / "site")
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    link = page.get_by_role("link", name=re.compile(r"^01 · Keras CNN on Fashion-MNIST"))
+    with page.expect_navigation(wait_until="domcontentloaded"):
+        link.click()
+    assert page.url == lesson.as_uri()
+    page.get_by_text("What MLflow wrote: the logged model's files").first.wait_for()
+    loaded = page.locator("img").evaluate_all(
+        "images => images.filter(i => i.complete && i.naturalWidth > 100).length"
+    )
+    assert loaded >= 5  # the sample grid, predictions, confusion matrix, mistakes, curves
+    page.screenshot(path=str(SHOTS / "7-docs-lesson-01.png"), full_page=False)

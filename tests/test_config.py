@@ -1,6 +1,6 @@
 import pytest
 
-from dltrack.config import env_param, project_root
+from dltrack.config import PROFILES, env_param, project_root
 
 
 def test_project_root_holds_the_layout():
@@ -41,3 +41,14 @@ def test_env_param_bad_value_names_variable(monkeypatch):
     monkeypatch.setenv("DLTRACK_EPOCHS", "ten")
     with pytest.raises(ValueError, match=r"DLTRACK_EPOCHS='ten' is not a valid int"):
         env_param("DLTRACK_EPOCHS", 10)
+
+
+def test_env_param_checks_choices_from_the_environment_and_the_cell(monkeypatch):
+    monkeypatch.setenv("DLTRACK_PROFILE", "course")
+    assert env_param("DLTRACK_PROFILE", "default", choices=PROFILES) == "course"
+    monkeypatch.setenv("DLTRACK_PROFILE", "Course")
+    with pytest.raises(ValueError, match=r"DLTRACK_PROFILE='Course' is not one of \('default'"):
+        env_param("DLTRACK_PROFILE", "default", choices=PROFILES)
+    monkeypatch.delenv("DLTRACK_PROFILE")
+    with pytest.raises(ValueError, match="is not one of"):  # a typo typed in the cell
+        env_param("DLTRACK_PROFILE", "corse", choices=PROFILES)

@@ -128,3 +128,29 @@ def test_pt2_model_accepts_any_batch_size(experiment):
         with torch.no_grad():
             expected = model(torch.from_numpy(batch)).numpy()
         np.testing.assert_allclose(loaded.predict(batch), expected, atol=1e-5)
+
+
+def test_known_noise_is_silenced_by_its_exact_message_only(caplog):
+    """Importing the module drops Lightning's tip and the two warnings, by their text; a
+    neighbouring message of the same logger or category still shows."""
+    import logging
+    import warnings
+
+    from dltrack.models import lightning_cnn
+
+    lightning_cnn.silence_known_noise()  # again: idempotent
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    assert len(logger.filters) == 1
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        logger.info(lightning_cnn.KNOWN_NOISE["lightning_tip"] + " try installing [litlogger]")
+        logger.info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # as a notebook shows them ...
+        lightning_cnn.silence_known_noise()  # ... after the module's filters
+        warnings.warn(
+            "`isinstance(treespec, LeafSpec)` is deprecated, use", FutureWarning, stacklevel=1
+        )
+        warnings.warn(lightning_cnn.KNOWN_NOISE["pt2_weights"], UserWarning, stacklevel=1)
+        warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["another FutureWarning"]

@@ -1,6 +1,8 @@
 """What the notebooks teach, read from their committed source: the library calls of the lesson
-are in the cells, every dltrack helper call says on its line what it adds, one parameters cell,
-the project kernel, and no outputs or test-only cells in git."""
+are in the cells, every dltrack helper call is explained in prose before its first use, one
+parameters cell, the project kernel, and no outputs or test-only cells in git. For the course's
+lessons (01, 01b, 02, 03) also: runs opened in ``with`` blocks, code lines of at most 100
+characters, markdown cells that say more than a heading, the course profile."""
 
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ TAUGHT = {
         "mlflow.log_params(", "mlflow.log_image(", "mlflow.log_figure(", "infer_signature(",
         "mlflow.tensorflow.log_model(", "signature=signature", "input_example=input_example",
         "mlflow.pyfunc.load_model(model_info.model_uri)", "mlflow.models.evaluate(",
-        ".get_metric_history(", "mlflow.end_run()", "mlflow.register_model(",
+        ".get_metric_history(", "mlflow.register_model(",
         ".set_registered_model_alias(", '"challenger"', 'models:/{REGISTERED_MODEL_NAME}@champion',
-        "requests.post(", '{"inputs":',
+        "requests.post(", '{"inputs":', "Code(inspect.getsource(keras_cnn.build_course_cnn)",
+        "mlflow.artifacts.download_artifacts(model_info.model_uri)", '"MLmodel"',
+        '"input_example.json"', '"requirements.txt"', "model_summary.txt", '"tensorboard_logs"',
+        "client = MlflowClient()",
     ],
     "01b_azure_ml_deployment.ipynb": [
         "MLClient(DefaultAzureCredential()", "MLClient.from_config(", "Model(",
@@ -43,6 +48,13 @@ TAUGHT = {
         "mlflow.log_figure(", ".get_metric_history(", "mlflow.register_model(",
         ".set_registered_model_alias(", '"challenger"', 'models:/{REGISTERED_MODEL_NAME}@champion',
         "requests.post(", "test_imgs[4].unsqueeze(0)",
+        "Code(inspect.getsource(FashionMNISTCNN.__init__)", "FashionMNISTCNN.forward",
+        '"training_step", "validation_step", "test_step"', "FashionMNISTCNN.configure_optimizers",
+        "Code(inspect.getsource(FashionMNISTDataModule)",
+        "mlflow.artifacts.download_artifacts(model_info.model_uri)", '"MLmodel"',
+        '"input_example.json"', '"requirements.txt"', "model_summary.txt",
+        "torch.softmax(image_logits, dim=0)", "probabilities.argmax()",
+        "data.CLASS_NAMES[predicted_class]", "client = MlflowClient()",
     ],
     "03_transformers_sentiment.ipynb": [
         'pipeline("sentiment-analysis"', "mlflow.set_tracking_uri(", "mlflow.set_experiment(",
@@ -83,20 +95,26 @@ def test_the_taught_calls_are_in_the_cells(name):
     assert not missing, f"{name} does not show {missing}"
 
 
-#: Notebooks that explain each dltrack helper once, in prose, instead of a remark on every line.
-PROSE_EXPLAINED = {"04_serving_at_speed.ipynb"}
-
-
-@pytest.mark.parametrize("name", sorted(set(TAUGHT) - PROSE_EXPLAINED))
-def test_each_helper_call_says_what_it_adds(name):
-    bare = []
-    for cell in _code_cells(name):
+@pytest.mark.parametrize("name", sorted(TAUGHT))
+def test_each_helper_call_is_explained_in_prose_before_its_first_use(name):
+    """A dltrack call is introduced once, in a markdown cell before the cell that first calls it
+    (by its name), not by an end-of-line remark on every line: at most one ``# dltrack:``."""
+    seen_prose, unexplained, remarks = "", [], 0
+    for cell in nbformat.read(NOTEBOOKS / name, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            seen_prose += cell.source
+            continue
+        remarks += cell.source.count("# dltrack:")
         if "parameters" in cell.metadata.get("tags", []):
             continue  # env_param and the store's default: the parameters cell explains itself
         for line in cell.source.splitlines():
-            if HELPER_CALL.search(line.split("#")[0]) and "# dltrack:" not in line:
-                bare.append(line.strip())
-    assert not bare, f"{name}: helper calls without a '# dltrack: <what it adds>' comment: {bare}"
+            for call in HELPER_CALL.findall(line.split("#")[0]):
+                if call.rstrip("(").rpartition(".")[2] not in seen_prose:
+                    unexplained.append(call)
+    assert not unexplained, (
+        f"{name}: helper calls no markdown cell before introduces: {unexplained}"
+    )
+    assert remarks <= 1, f"{name}: {remarks} '# dltrack:' remarks; explain helpers in prose"
 
 
 @pytest.mark.parametrize("name", sorted(TAUGHT))
@@ -112,27 +130,56 @@ def test_committed_clean_with_one_parameters_cell_and_the_project_kernel(name):
     assert "127.0.0.1:" not in source and "localhost" not in source  # no hard-coded ports
 
 
-@pytest.mark.parametrize("name", sorted(PROSE_EXPLAINED))
-def test_the_cell_rules(name):
-    """Code lines of at most 100 characters, no '# dltrack:' remarks, every markdown cell says
-    something beyond its heading, and every dltrack helper is named in prose before its first
-    call."""
+LESSONS = sorted(TAUGHT)
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_lessons_read_top_to_bottom(name):
+    """Runs open and close in a ``with`` block, no line is there for the tests, code lines fit
+    JupyterLab at 1440 px (100 characters), and every markdown cell says more than a heading."""
     cells = nbformat.read(NOTEBOOKS / name, as_version=4).cells
-    long = [line for c in cells if c.cell_type == "code" for line in c.source.splitlines()
-            if len(line) > 100]  # fmt: skip
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    bare_runs = [line.strip() for line in code.splitlines()
+                 if "mlflow.start_run(" in line and not line.strip().startswith("with ")]  # fmt: skip
+    assert not bare_runs and "mlflow.end_run()" not in code, bare_runs
+    assert "server running" not in code  # the tests check the processes, not a printed marker
+    long = [line for line in code.splitlines() if len(line) > 100]
     assert not long, f"{name}: code lines over 100 characters: {long}"
-    assert not [c for c in cells if "# dltrack:" in c.source]
     headings_only = [c.source for c in cells if c.cell_type == "markdown"
-                     and all(line.startswith("#") or not line.strip() for line in c.source.splitlines())]  # fmt: skip
-    assert not headings_only, f"{name}: markdown cells that only name a section: {headings_only}"
-    prose = ""
-    unexplained = []
-    for cell in cells:
-        if cell.cell_type == "markdown":
-            prose += cell.source
-        elif "parameters" not in cell.metadata.get("tags", []):
-            for call in HELPER_CALL.findall(cell.source):
-                name_only = call.rstrip("(").split(".")[-1]
-                if name_only not in prose:
-                    unexplained.append(call)
-    assert not unexplained, f"{name}: helpers called before the prose names them: {unexplained}"
+                     and all(line.startswith("#") or not line.strip()
+                             for line in c.source.splitlines())]  # fmt: skip
+    assert not headings_only, f"{name}: markdown cells with a heading only: {headings_only}"
+    if "%autoreload" in code:
+        assert any("`%autoreload 2`" in c.source for c in cells if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize(
+    "name", ["01_tensorflow_fashion_mnist.ipynb", "02_pytorch_lightning_fashion_mnist.ipynb"]
+)
+def test_the_parameters_cell_switches_to_the_course_profile(name, monkeypatch):
+    """01 and 02: DLTRACK_PROFILE=course gives the course's values, a single variable still
+    overrides its one value, and the cell prints which profile is active."""
+    (cell,) = [c for c in _code_cells(name) if "parameters" in c.metadata.get("tags", [])]
+    assert 'PROFILE = env_param("DLTRACK_PROFILE", "default", choices=PROFILES)' in cell.source
+    assert 'print(f"profile {PROFILE!r}' in cell.source
+
+    def values(**env: str) -> dict:
+        for key in ("DLTRACK_PROFILE", "DLTRACK_LR_SCHEDULE"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        namespace: dict = {}
+        exec("from dltrack import tracking\nfrom dltrack.config import PROFILES, env_param\n"
+             "from dltrack.models.lightning_cnn import COURSE_LEARNING_RATE\n"
+             + cell.source.replace("print(", "str("), namespace)  # fmt: skip
+        return namespace
+
+    course = {"LR_SCHEDULE": "constant"} | (
+        {"STEPS_PER_EXECUTION": 1} if name.startswith("01") else
+        {"LEARNING_RATE": 0.02, "DROPOUT": "dropout2d", "MEMORY_FORMAT": "contiguous"})  # fmt: skip
+    default = values()
+    assert default["PROFILE"] == "default"
+    assert all(default[key] != value for key, value in course.items())
+    chosen = values(DLTRACK_PROFILE="course")
+    assert {key: chosen[key] for key in course} == course
+    assert values(DLTRACK_PROFILE="course", DLTRACK_LR_SCHEDULE="cosine")["LR_SCHEDULE"] == "cosine"

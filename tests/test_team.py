@@ -112,8 +112,10 @@ def test_wrong_or_missing_password_is_401(team, accounts):
 @pytest.mark.parametrize(
     ("notebook", "experiment", "model"),
     [
-        ("01_tensorflow_fashion_mnist.ipynb", "fashion_mnist_tensorflow", "fmnist-keras-cnn"),
-        ("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_mnist_lightning", "fmnist-image-predictor"),
+        ("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf",
+         "fashion_mnist_prediction_model"),
+        ("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_images_prediction_pytorch",
+         "fmnist-image-predictor"),
     ],
 )  # fmt: skip
 def test_notebooks_run_unchanged_against_the_server(
@@ -158,15 +160,15 @@ def test_the_servers_ui_shows_the_runs_and_the_registered_models(team, accounts,
     )
     context.set_default_timeout(60_000)
     page = context.new_page()
-    for experiment, run_name in [("fashion_mnist_tensorflow", "keras-cnn"),
-                                 ("fashion_mnist_lightning", "lightning-cnn")]:  # fmt: skip
+    for experiment, run_name in [("fashion_images_prediction_tf", "keras-cnn"),
+                                 ("fashion_images_prediction_pytorch", "lightning-cnn")]:  # fmt: skip
         found = client.get_experiment_by_name(experiment)
         if found is None:
             pytest.skip("run with the notebook tests of this module")
         page.goto(tracking.experiment_url(found.experiment_id, base=team.url))
         page.get_by_role("link", name=run_name, exact=True).first.wait_for()
     page.goto(tracking.registry_url(base=team.url))
-    for model in ("fmnist-keras-cnn", "fmnist-image-predictor"):
+    for model in ("fashion_mnist_prediction_model", "fmnist-image-predictor"):
         page.get_by_role("link", name=model, exact=True).first.wait_for()
     context.close()
 

@@ -8,12 +8,17 @@ Makefile runs from the project root, and both must see the same data and the sam
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T", str, int, float, bool)
 
-__all__ = ["cache_dir", "data_dir", "env_param", "project_root"]
+__all__ = ["PROFILES", "cache_dir", "data_dir", "env_param", "project_root"]
+
+#: The values of ``DLTRACK_PROFILE``: "default", the better settings, and "course", every value
+#: as the course recorded it. The notebooks' parameters cells pick each value by profile.
+PROFILES = ("default", "course")
 
 
 def _is_project_root(path: Path) -> bool:
@@ -56,16 +61,25 @@ def cache_dir() -> Path:
     return path
 
 
-def env_param(name: str, default: T) -> T:
+def env_param(name: str, default: T, choices: Collection[T] | None = None) -> T:
     """Return a notebook parameter: the environment variable ``name`` if set, else ``default``.
 
     The value is converted to the type of ``default`` so CI can shrink a run without editing the
     notebook, e.g. ``DLTRACK_EPOCHS=2``. Booleans accept 1/0, true/false, yes/no, on/off.
+    With ``choices``, the value (from the environment or ``default``) must be one of them.
 
     Raises:
-        ValueError: when the variable is set but cannot be read as that type; the message names
-            the variable, the value and the expected type.
+        ValueError: when the variable is set but cannot be read as that type, or the value is
+            not one of ``choices``; the message names the variable, the value and what was
+            expected.
     """
+    value = _env_value(name, default)
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {tuple(choices)}.")
+    return value
+
+
+def _env_value(name: str, default: T) -> T:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default

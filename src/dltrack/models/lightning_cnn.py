@@ -28,11 +28,20 @@ Data: torchvision's ``FashionMNIST`` (fed offline by :mod:`dltrack.data`), a see
 For speed the training loaders read torchvision's already-decoded uint8 tensors
 (``dataset.data``) and scale them once, instead of converting every image through PIL with
 ``ToTensor()`` at every epoch; the values are the same as ``ToTensor()`` gives (x / 255).
+
+Importing this module silences three messages a learner cannot act on, each by its exact text
+(:func:`silence_known_noise`): Lightning's advertising tip for its own cloud logger, the
+``FutureWarning`` that Lightning's own code triggers by building PyTorch's deprecated
+``LeafSpec``, and PyTorch's "No complete tensor found in the group" warning while
+``mlflow.pytorch.log_model`` saves the weights in ``pt2`` (they are on the CPU, as it asks).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import warnings
 from typing import Literal
 
 import lightning as L
@@ -45,7 +54,59 @@ from torchmetrics.classification import MulticlassAccuracy
 from dltrack.data import prepare_torchvision_fashion_mnist
 from dltrack.models.schedules import LRSchedule, check_lr_schedule
 
-__all__ = ["COURSE_LEARNING_RATE", "FashionMNISTDataModule", "FashionMNISTCNN"]
+__all__ = [
+    "COURSE_LEARNING_RATE",
+    "KNOWN_NOISE",
+    "FashionMNISTDataModule",
+    "FashionMNISTCNN",
+    "silence_known_noise",
+]
+
+#: The exact starts of the messages :func:`silence_known_noise` drops, by where they come from.
+KNOWN_NOISE = {
+    "lightning_tip": "💡 Tip: For seamless cloud logging and experiment tracking",
+    "leafspec": "`isinstance(treespec, LeafSpec)` is deprecated",
+    "pt2_weights": "No complete tensor found in the group! Returning the first one.",
+}
+#: Lightning logs its start-up lines through one of these loggers: whichever of the packages
+#: (``lightning``, or the ``pytorch_lightning`` that ``mlflow.pytorch.autolog`` imports) was
+#: imported last.
+_RANK_ZERO_LOGGERS = tuple(
+    f"{package}.utilities.rank_zero"
+    for package in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "pytorch_lightning",
+        "lightning_fabric",
+    )
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+def silence_known_noise() -> None:
+    """Drop :data:`KNOWN_NOISE`, and only it, from the notebook's output: a logging filter on
+    Lightning's rank-zero loggers for the tip, and ``warnings`` filters matching the exact
+    message and category of the two warnings. Safe to call again (filters are not stacked)."""
+    tip = KNOWN_NOISE["lightning_tip"]
+    for name in _RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.start == tip for f in logger.filters):
+            logger.addFilter(_DropMessage(tip))
+    warnings.filterwarnings(
+        "ignore", message=re.escape(KNOWN_NOISE["leafspec"]), category=FutureWarning
+    )
+    warnings.filterwarnings(
+        "ignore", message=re.escape(KNOWN_NOISE["pt2_weights"]), category=UserWarning
+    )
+
 
 COURSE_LEARNING_RATE = 0.02
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -219,3 +280,6 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:  # noqa: D102
         return self._loader(self.test_set, shuffle=False)
+
+
+silence_known_noise()

@@ -3,7 +3,7 @@ client for it (:mod:`.client`: Parquet or JSON bodies), the fast pyfunc models (
 and side-by-side timing (:mod:`.timing`).
 
     from dltrack.serving import ModelServer, predict
-    with ModelServer("models:/fmnist-keras-cnn@champion") as server:
+    with ModelServer("models:/fashion_mnist_prediction_model@champion") as server:
         probabilities = predict(server.url, images)
 """
 

@@ -181,7 +181,7 @@ class ModelServer(BackgroundServer):
 
     Example::
 
-        with ModelServer("models:/fmnist-keras-cnn@champion") as server:
+        with ModelServer("models:/fashion_mnist_prediction_model@champion") as server:
             probabilities = predict(server.url, x_test[:1])
 
     Args:
