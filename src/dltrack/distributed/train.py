@@ -145,7 +145,7 @@ def log_checkpoint(
     try:
         if how == "models":
             info = mlflow.pytorch.log_model(
-                module, name="checkpoint", step=epoch, signature=SIGNATURE,
+                module, name=f"checkpoint-{epoch}", step=epoch, signature=SIGNATURE,
                 input_example=example, serialization_format="pt2", pip_requirements=REQUIREMENTS,
             )  # fmt: skip
             return info.model_id
