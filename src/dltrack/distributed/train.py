@@ -56,28 +56,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     devices, num_nodes = launch_layout()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--data", default=os.environ.get("DLTRACK_FASHION_MNIST_DIR", ""),
-        help="folder of the four Fashion-MNIST .gz files ('' = the shipped subset)")
+    add(
+        "--data",
+        default=os.environ.get("DLTRACK_FASHION_MNIST_DIR", ""),
+        help="folder of the four Fashion-MNIST .gz files ('' = the shipped subset)",
+    )
     add("--epochs", type=int, default=2)
     add("--batch-size", type=int, default=64, help="global batch, split over the processes")
     add("--learning-rate", type=float, default=1e-3)
     add("--seed", type=int, default=42)
     add("--limit-batches", type=int, default=None, help="train/validate on this many batches")
-    add("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "training_ddp"),
-        help="ignored when MLFLOW_RUN_ID names the run already")
+    add(
+        "--experiment",
+        default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "training_ddp"),
+        help="ignored when MLFLOW_RUN_ID names the run already",
+    )
     add("--run-name", default="ddp-cnn")
     add("--devices", type=int, default=devices, help="processes per machine")
     add("--num-nodes", type=int, default=num_nodes, help="machines")
-    add("--checkpoints", choices=["auto", "models", "artifacts", "none"], default="auto",
-        help="auto: logged models, or run artifacts against Azure ML's MLflow endpoint")
+    add(
+        "--checkpoints",
+        choices=["auto", "models", "artifacts", "none"],
+        default="auto",
+        help="auto: logged models, or run artifacts against Azure ML's MLflow endpoint",
+    )
     add("--system-metrics-interval", type=float, default=2.0, help="seconds between samples")
-    add("--every-rank-logs", action="store_true",
-        help="break the rank-0 rule on purpose: every process opens its own run")
+    add(
+        "--every-rank-logs",
+        action="store_true",
+        help="break the rank-0 rule on purpose: every process opens its own run",
+    )
     args = parser.parse_args(argv)
     if args.checkpoints == "auto":
         azure = mlflow.get_tracking_uri().startswith("azureml:")
         args.checkpoints = "artifacts" if azure else "models"
-    return args  # fmt: skip
+    return args
 
 
 class OneRunPerTraining(L.Callback):
