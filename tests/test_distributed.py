@@ -114,7 +114,7 @@ def test_azure_job_yaml_round_trips_with_its_distribution(tmp_path):
 
     job = azure_ml.command(
         code=project_root() / "src",
-        command="python -m dltrack.distributed.train --data ${{inputs.data}} --devices 2 --num-nodes 3",
+        command="python -m dltrack.distributed.train --data ${{inputs.data}} --num-nodes 3",
         inputs={"data": azure_ml.Input(type="uri_folder", path=str(project_root() / "data"))},
         environment=Environment(
             image="mcr.microsoft.com/azureml/openmpi5.0-ubuntu24.04:latest",

@@ -105,7 +105,8 @@ class OneRunPerTraining(L.Callback):
         self.args = args
         self.params = params
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:  # noqa: D102
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Rank 0 opens the run and logs params; the other ranks join it by id."""
         if stage != "fit" or mlflow.active_run() is not None:
             return
         mlflow.set_system_metrics_node_id(node_id(trainer.global_rank))
@@ -130,7 +131,8 @@ class OneRunPerTraining(L.Callback):
         """Whether this process logs params, metrics and models."""
         return trainer.is_global_zero or self.args.every_rank_logs
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rank 0: the epoch's checkpoint model, and its metrics linked to it."""
         if not self.logs(trainer) or trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
