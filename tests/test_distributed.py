@@ -20,11 +20,10 @@ EPOCHS = 2
 EXPERIMENT = "tests-ddp-torchrun"
 
 
-def search_runs(uri: str, experiment: str) -> list:
-    """Every run of ``experiment`` in the store ``uri``."""
+def all_runs(uri: str) -> list:
+    """Every run in the store ``uri``, whatever its experiment."""
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    return [] if found is None else client.search_runs([found.experiment_id])
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def torchrun_training(tmp_path_factory) -> dict:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     mlflow.set_tracking_uri(uri)
-    yield {"uri": uri, "runs": search_runs(uri, EXPERIMENT)}
+    yield {"uri": uri, "runs": all_runs(uri)}
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 
 
@@ -56,8 +55,11 @@ def test_launch_layout_reads_the_launchers_environment():
 
 
 def test_two_processes_leave_one_run_with_one_value_per_epoch(torchrun_training):
-    (run,) = torchrun_training["runs"]
+    (run,) = torchrun_training["runs"]  # in a fresh store, in any experiment
     assert run.info.status == "FINISHED"
+    assert MlflowClient(torchrun_training["uri"]).get_experiment(run.info.experiment_id).name == (
+        EXPERIMENT
+    )
     assert run.data.params["world_size"] == "2" and run.data.params["epochs"] == str(EPOCHS)
     client = MlflowClient(torchrun_training["uri"])
     for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
