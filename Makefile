@@ -104,3 +104,9 @@ clean: ## Remove executed notebooks, caches and build output (keeps the MLflow s
 
 clean-runs: ## Delete the project's default MLflow store in mlruns/ (not one MLFLOW_TRACKING_URI points elsewhere)
 	rm -rf mlruns/mlflow.db mlruns/artifacts
+
+# Notebook 05: training beyond one machine (DDP)
+.PHONY: bench-ddp
+BENCH_DDP_ARGS ?=
+bench-ddp: ## Benchmark: 2-process DDP against 1 process on the full data, same epochs and global batch, 3 seeds; BENCH_DDP_ARGS="--epochs 1 --seeds 42" for a quick look
+	$(PY) benchmarks/ddp_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist) $(BENCH_DDP_ARGS)
