@@ -90,7 +90,7 @@ def main() -> None:
                 times[arm].append(seconds)
                 accuracies[arm].append(accuracy)
                 print(f"seed {seed} {arm:6}: {seconds:6.1f} s, test accuracy {accuracy:.4f}")
-    ratios = [single / ddp for single, ddp in zip(times["single"], times["ddp"])]
+    ratios = [single / ddp for single, ddp in zip(times["single"], times["ddp"], strict=True)]
     ratio = summary(ratios)
     accuracy = {arm: summary(values) for arm, values in accuracies.items()}
     gap_pp = 100 * (accuracy["ddp"]["mean"] - accuracy["single"]["mean"])
