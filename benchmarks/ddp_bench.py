@@ -1,7 +1,7 @@
 """DDP with 2 processes against 1 process: training time and test accuracy, side by side.
 
     .venv/bin/python benchmarks/ddp_bench.py --data ../shared/data/fashion-mnist   # make bench-ddp
-    .venv/bin/python benchmarks/ddp_bench.py --data ... --epochs 1 --seeds 42       # a quick look
+    .venv/bin/python benchmarks/ddp_bench.py --data ... --epochs 1 --seeds 42 --limit-batches 150
 
 Both arms run notebook 05's script (``python -m dltrack.distributed.train``) with the same
 epochs, seed and global batch (64: 32 per process under DDP), against a throw-away MLflow store,
@@ -44,6 +44,8 @@ def train(arm: str, seed: int, args: argparse.Namespace, store: Path) -> tuple[f
     script = ["-m", "dltrack.distributed.train", "--data", str(args.data), "--epochs",
               str(args.epochs), "--seed", str(seed), "--batch-size", str(args.batch_size),
               "--experiment", experiment, "--checkpoints", "none"]  # fmt: skip
+    if args.limit_batches:
+        script += ["--limit-batches", str(args.limit_batches)]
     if arm == "ddp":
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node=2", *script]  # fmt: skip
@@ -76,6 +78,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch of both arms")
+    parser.add_argument("--limit-batches", type=int, default=None,
+                        help="train and validate on this many global batches (quick look)")
     args = parser.parse_args()
     args.data = args.data.resolve()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -95,7 +99,8 @@ def main() -> None:
     accuracy = {arm: summary(values) for arm, values in accuracies.items()}
     gap_pp = 100 * (accuracy["ddp"]["mean"] - accuracy["single"]["mean"])
     load_after = os.getloadavg()[0]
-    print(f"\n{args.epochs} epochs, global batch {args.batch_size}, seeds {seeds}")
+    limit = f", {args.limit_batches} batches per epoch" if args.limit_batches else ""
+    print(f"\n{args.epochs} epochs{limit}, global batch {args.batch_size}, seeds {seeds}")
     met = ratio["mean"] >= TARGET_RATIO
     print(f"DDP throughput / single process: {ratio['mean']:.2f}x (sd {ratio['stdev']:.2f}), "
           f"target >= {TARGET_RATIO}x: {'met' if met else 'NOT met'}")  # fmt: skip
@@ -108,7 +113,8 @@ def main() -> None:
     print(f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after, "
           f"on {os.cpu_count()} CPUs")  # fmt: skip
     write_results("ddp_bench", {
-        "epochs": args.epochs, "global_batch_size": args.batch_size, "seeds": seeds,
+        "epochs": args.epochs, "limit_batches": args.limit_batches,
+        "global_batch_size": args.batch_size, "seeds": seeds,
         "seconds": times, "ratio": ratio, "test_accuracy": accuracy, "gap_pp": gap_pp,
         "load_average": [load_before, load_after], "cpus": os.cpu_count(),
     })  # fmt: skip
