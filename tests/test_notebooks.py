@@ -291,8 +291,8 @@ def test_executed_notebooks_show_no_known_noise(name, execute_notebook):
 DDP_NOTEBOOK = "05_training_beyond_one_machine.ipynb"
 
 
-# azure-ai-ml 1.35 loads YAML with marshmallow's deprecated `context`: third-party noise
-@pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning")
+# azure-ai-ml 1.35 builds its YAML schemas with deprecated marshmallow API: third-party noise
+@pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
 def test_ddp_notebook_logs_one_run_per_training_and_registers_the_best_checkpoint(
     tmp_path, execute_notebook
 ):
