@@ -283,3 +283,35 @@ def test_make_docs_site_shows_the_index_and_a_lesson_with_its_images(
     )
     assert loaded >= 5  # the sample grid, predictions, confusion matrix, mistakes, curves
     page.screenshot(path=str(SHOTS / "7-docs-lesson-01.png"), full_page=False)
+
+
+DDP = ("05_training_beyond_one_machine.ipynb", "fashion_mnist_ddp", "ddp-cnn")
+
+
+@pytest.fixture(scope="module")
+def ddp_run(store, execute_notebook):
+    """Notebook 05's latest DDP run (nbmake ran it already in `make test`, else it runs here)."""
+    if _latest_run(*DDP[1:]) is None:
+        execute_notebook(DDP[0])
+    return _latest_run(*DDP[1:])
+
+
+def test_the_ddp_runs_system_metrics_tab_charts_each_process(ui, ddp_run, page):
+    run = ddp_run
+    page.goto(
+        f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/system-metrics"
+        "?workflowType=machine_learning"
+    )
+    headers = page.get_by_test_id("experiment-view-compare-runs-section-header")
+    drawn = {}
+    for node in ("rank-0", "rank-1"):
+        headers.filter(has_text=f"system/{node}").first.wait_for()
+        card = page.locator('[data-testid="experiment-view-compare-runs-card"]').filter(
+            has=page.locator(f'h4[title="system/{node}/cpu_utilization_percentage"]')
+        )
+        card.first.scroll_into_view_if_needed()
+        card.first.locator(".scatterlayer g.trace path").first.wait_for(state="attached")
+        probe = card.first.evaluate(PLOT_PROBE)
+        drawn[node] = max(probe["points"] or [0]) >= 1
+    assert drawn == {"rank-0": True, "rank-1": True}
+    page.screenshot(path=str(SHOTS / "7-ddp-system-metrics.png"))

@@ -71,6 +71,17 @@ TAUGHT = {
         "tf.function(", ".get_concrete_function()", "torch.inference_mode()", "json.loads(",
         "mlflow.log_figure(", "mlflow.log_metrics(", "mlflow.log_table(", "raise_for_status()",
     ],
+    "05_training_beyond_one_machine.ipynb": [
+        '"torch.distributed.run", "--standalone"', "--nproc_per_node=", '"MLFLOW_RUN_ID"',
+        "mlflow.set_tracking_uri(", "mlflow.set_experiment(",
+        'with mlflow.start_run(run_name="ddp-cnn") as run:', "mlflow.search_runs(",
+        ".get_metric_history(", "mlflow.search_logged_models(", '"field_name": "metrics.val_acc"',
+        'mlflow.pyfunc.load_model(f"models:/{best.model_id}")', "mlflow.log_metric(",
+        "model_id=best.model_id", "mlflow.register_model(", ".set_registered_model_alias(",
+        '"challenger"', "--every-rank-logs", "torch.cuda.is_available()", "command(",
+        "PyTorchDistribution(process_count_per_instance=", "instance_count=", "compute=",
+        "load_job(", "ml_client.jobs.create_or_update(job)", "ml_client.jobs.stream(",
+    ],
 }  # fmt: skip
 
 #: A call into dltrack: module.function( or a dltrack class.

@@ -10,7 +10,8 @@ libraries they teach. One home per concept:
 - :mod:`dltrack.evaluation`  figures: image grids, misclassified images, training curves
 - :mod:`dltrack.serving`     ``mlflow models serve`` started and stopped from Python, a client
                              (Parquet or JSON bodies), the fast pyfunc models, timing in turns
-- :mod:`dltrack.azure`       Azure ML's inference server on 127.0.0.1, endpoint names
+- :mod:`dltrack.azure`       Azure ML's inference server on 127.0.0.1, endpoint names, job YAML
+- :mod:`dltrack.distributed` the DDP training script (one MLflow run whatever the processes)
 
 The notebooks call MLflow, Keras, Lightning, Transformers and ``azure.ai.ml`` themselves;
 these modules hold only what those libraries do not do. Framework modules import their

@@ -181,7 +181,9 @@ class FashionMNISTCNN(L.LightningModule):
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, labels)
         # per-epoch values only: logging every step costs a metric write per batch
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        # sync_dist: under DDP the epoch loss is averaged over every process, not rank 0's share
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "train",
+                 sync_dist=True)
         self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 

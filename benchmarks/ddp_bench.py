@@ -1,0 +1,124 @@
+"""DDP with 2 processes against 1 process: training time and test accuracy, side by side.
+
+    .venv/bin/python benchmarks/ddp_bench.py --data ../shared/data/fashion-mnist   # make bench-ddp
+    .venv/bin/python benchmarks/ddp_bench.py --data ... --epochs 1 --seeds 42 --limit-batches 150
+
+Both arms run notebook 05's script (``python -m dltrack.distributed.train``) with the same
+epochs, seed and global batch (64: 32 per process under DDP), against a throw-away MLflow store,
+with the CPU split fairly: the single process gets 2 threads, each DDP process 1
+(``OMP_NUM_THREADS``). Per seed the two arms run one after the other, in alternating order.
+The time is the run's duration in MLflow (fit, validation and test; process start-up and imports
+excluded), without checkpoint models (``--checkpoints none``). The accuracy is the run's
+``test_acc`` (10,000 test images). Prints each pair, the throughput ratio (single time / DDP
+time, mean over seeds), the accuracy mean and standard deviation of each arm, the targets, and the
+load average; writes benchmarks/results/ddp_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _results import write_results  # benchmarks/_results.py
+
+#: DDP throughput at least this fraction of one process's; DDP accuracy this close (points).
+TARGET_RATIO = 0.9
+TARGET_ACCURACY_PP = 0.3
+
+
+def train(arm: str, seed: int, args: argparse.Namespace, store: Path) -> tuple[float, float]:
+    """Run one training of ``arm`` ("single" or "ddp"); return (seconds, test accuracy).
+
+    Raises:
+        subprocess.CalledProcessError: the training failed.
+    """
+    import mlflow
+
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    experiment = f"ddp-bench-{arm}"
+    script = ["-m", "dltrack.distributed.train", "--data", str(args.data), "--epochs",
+              str(args.epochs), "--seed", str(seed), "--batch-size", str(args.batch_size),
+              "--experiment", experiment, "--checkpoints", "none"]  # fmt: skip
+    if args.limit_batches:
+        script += ["--limit-batches", str(args.limit_batches)]
+    if arm == "ddp":
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node=2", *script]  # fmt: skip
+        threads = "1"
+    else:
+        command, threads = [sys.executable, *script], "2"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": threads}
+    env.pop("MLFLOW_RUN_ID", None)
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id],
+        filter_string=f"params.seed = '{seed}'",
+    )
+    seconds = (run.info.end_time - run.info.start_time) / 1000
+    return seconds, run.data.metrics["test_acc"]
+
+
+def summary(values: list[float]) -> dict:
+    return {
+        "mean": statistics.mean(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with the full data set")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--batch-size", type=int, default=64, help="global batch of both arms")
+    parser.add_argument("--limit-batches", type=int, default=None,
+                        help="train and validate on this many global batches (quick look)")
+    args = parser.parse_args()
+    args.data = args.data.resolve()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    load_before = os.getloadavg()[0]
+    times: dict[str, list[float]] = {"single": [], "ddp": []}
+    accuracies: dict[str, list[float]] = {"single": [], "ddp": []}
+    with tempfile.TemporaryDirectory(prefix="dltrack-ddp-bench-") as tmp:
+        for turn, seed in enumerate(seeds):
+            order = ("single", "ddp") if turn % 2 == 0 else ("ddp", "single")
+            for arm in order:
+                seconds, accuracy = train(arm, seed, args, Path(tmp))
+                times[arm].append(seconds)
+                accuracies[arm].append(accuracy)
+                print(f"seed {seed} {arm:6}: {seconds:6.1f} s, test accuracy {accuracy:.4f}")
+    ratios = [single / ddp for single, ddp in zip(times["single"], times["ddp"], strict=True)]
+    ratio = summary(ratios)
+    accuracy = {arm: summary(values) for arm, values in accuracies.items()}
+    gap_pp = 100 * (accuracy["ddp"]["mean"] - accuracy["single"]["mean"])
+    load_after = os.getloadavg()[0]
+    limit = f", {args.limit_batches} batches per epoch" if args.limit_batches else ""
+    print(f"\n{args.epochs} epochs{limit}, global batch {args.batch_size}, seeds {seeds}")
+    met = ratio["mean"] >= TARGET_RATIO
+    print(f"DDP throughput / single process: {ratio['mean']:.2f}x (sd {ratio['stdev']:.2f}), "
+          f"target >= {TARGET_RATIO}x: {'met' if met else 'NOT met'}")  # fmt: skip
+    for arm in ("single", "ddp"):
+        print(f"test accuracy {arm:6}: mean {accuracy[arm]['mean']:.2%}, "
+              f"sd {accuracy[arm]['stdev']:.2%}")  # fmt: skip
+    met = abs(gap_pp) <= TARGET_ACCURACY_PP
+    print(f"accuracy gap DDP - single: {gap_pp:+.2f} pp, target within "
+          f"{TARGET_ACCURACY_PP} pp: {'met' if met else 'NOT met'}")  # fmt: skip
+    print(f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after, "
+          f"on {os.cpu_count()} CPUs")  # fmt: skip
+    write_results("ddp_bench", {
+        "epochs": args.epochs, "limit_batches": args.limit_batches,
+        "global_batch_size": args.batch_size, "seeds": seeds,
+        "seconds": times, "ratio": ratio, "test_accuracy": accuracy, "gap_pp": gap_pp,
+        "load_average": [load_before, load_after], "cpus": os.cpu_count(),
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
