@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ __all__ = [
     "GRACE_SECONDS",
     "HEARTBEAT_SECONDS",
     "STORAGE_ENV_VAR",
+    "WEIGHTS",
     "Objective",
     "close_stale_trials",
     "default_storage",
@@ -55,6 +58,9 @@ HEARTBEAT_SECONDS = 2
 GRACE_SECONDS = 10
 #: The metric the trials maximise and the pruner watches: validation accuracy per epoch.
 MONITOR = "val_acc"
+#: Where a completed trial's child run keeps the model's weights (``torch.save`` of its
+#: ``state_dict()``): the sweep's best model is loaded from there, not trained again.
+WEIGHTS = "weights/state_dict.pt"
 
 
 def default_storage(tracking_uri: str | None = None) -> str:
@@ -128,9 +134,11 @@ class Objective:
     """One trial: train notebook 02's CNN with the suggested values in an MLflow child run of
     ``parent_run_id``; return the last epoch's validation accuracy (a float in [0, 1]).
 
-    The child run holds the trial's params, the per-epoch metrics ``mlflow.pytorch.autolog``
-    logs, and tags ``optuna.study``, ``optuna.trial_number`` and ``optuna.trial_state``
-    (COMPLETE or PRUNED; a pruned trial also ``optuna.pruned_at_epoch``, from 0).
+    The child run holds the trial's params, the per-epoch metrics (Lightning's ``MLFlowLogger``
+    writes what the module logs into the child run), a completed trial's weights
+    (:data:`WEIGHTS`), and tags ``optuna.study``, ``optuna.trial_number``,
+    ``optuna.trial_state`` (COMPLETE or PRUNED; a pruned trial also ``optuna.pruned_at_epoch``,
+    from 0) and ``sweep.worker`` (``host:pid`` of the process that ran it).
 
     Args:
         parent_run_id: the sweep's parent run; its experiment holds the children.
@@ -146,6 +154,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         import lightning as L
+        import torch
+        from lightning.pytorch.loggers import MLFlowLogger
         from optuna_integration import PyTorchLightningPruningCallback
 
         from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
@@ -157,11 +167,6 @@ class Objective:
             learning_rate=params["learning_rate"], dropout_rate=params["dropout_rate"],
             hidden_units=params["hidden_units"],
         )  # fmt: skip
-        pruning = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
-        trainer = L.Trainer(
-            max_epochs=self.epochs, callbacks=[pruning], enable_checkpointing=False,
-            logger=False, enable_progress_bar=False, enable_model_summary=False,
-        )  # fmt: skip
         experiment_id = mlflow.get_run(self.parent_run_id).info.experiment_id
         pruned = None
         with mlflow.start_run(
@@ -171,8 +176,15 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", child.info.run_id)
             trial.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
             mlflow.set_tags({"optuna.study": trial.study.study_name,
-                             "optuna.trial_number": trial.number})  # fmt: skip
+                             "optuna.trial_number": trial.number,
+                             "sweep.worker": f"{socket.gethostname()}:{os.getpid()}"})  # fmt: skip
             mlflow.log_params({**params, "seed": self.seed, "max_epochs": self.epochs})
+            trainer = L.Trainer(
+                max_epochs=self.epochs, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, log_every_n_steps=1,
+                callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
+                logger=MLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=child.info.run_id),
+            )  # fmt: skip
             try:
                 trainer.fit(model, datamodule=datamodule)
             except optuna.TrialPruned as stop:
@@ -180,6 +192,10 @@ class Objective:
                 mlflow.set_tags({"optuna.trial_state": TrialState.PRUNED.name,
                                  "optuna.pruned_at_epoch": trainer.current_epoch})  # fmt: skip
             else:
+                artifact_path, name = WEIGHTS.split("/")
+                with tempfile.TemporaryDirectory() as folder:  # the weights, for the best trial
+                    torch.save(model.state_dict(), Path(folder) / name)
+                    mlflow.log_artifact(str(Path(folder) / name), artifact_path)
                 mlflow.set_tag("optuna.trial_state", TrialState.COMPLETE.name)
         if pruned is not None:
             raise pruned
@@ -217,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="", help='Fashion-MNIST folder ("" = the subset)')
     parser.add_argument("--seed", type=int, default=None, help="the TPE sampler's seed")
     parser.add_argument("--train-seed", type=int, default=42,
-                        help="seed of the weights and the data split, the same for all trials")
+                        help="seed of the weights and the data split, the same for all trials")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     parser.add_argument("--prune-below", type=float, default=None,
                         help="prune every trial whose val_acc falls below this (ThresholdPruner) "
@@ -236,11 +252,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no hardware lines per trial
     for message in (".*does not have many workers.*", ".*treespec, LeafSpec.*"):
         warnings.filterwarnings("ignore", message=message)
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.pytorch.autolog(log_models=False, checkpoint=False, silent=True)
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=4, constant_liar=True)
     if args.prune_below is None:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
