@@ -168,7 +168,7 @@ def test_two_workers_n_trials_one_parent_n_children(local_sweep):
 
 def test_a_killed_worker_fails_its_trial_and_the_parent_still_closes(local_store):
     sweep = run_sweep(
-        "sweep-killed", local_store, sweeps.default_storage(local_store), trials=4, epochs=3,
+        "sweep-killed", local_store, sweeps.default_storage(local_store), trials=2, epochs=3,
         prune_below=None, enqueue=False, kill_first_worker=True,
     )  # fmt: skip
     assert sweep.workers[0].returncode == -signal.SIGKILL and sweep.workers[1].returncode == 0
@@ -265,9 +265,9 @@ def test_two_workers_share_a_study_in_the_team_postgresql(monkeypatch):
         assert (
             storage.startswith(f"postgresql+psycopg2://{STUDY_ROLE}@") and password not in storage
         )
-        sweep = run_sweep("sweep-team", team.url, storage, trials=4)
+        sweep = run_sweep("sweep-team", team.url, storage, trials=2)
         assert [worker.returncode for worker in sweep.workers] == [0, 0], sweep.logs
-        assert len(sweep.study.get_trials()) == 4 and len(sweep.children) == 4
+        assert len(sweep.study.get_trials()) == 2 and len(sweep.children) == 2, sweep.logs
         states = check_children_match_trials(sweep, epochs=1)
         assert states.get("PRUNED", 0) >= 1 and states.get("COMPLETE", 0) >= 1
         assert {run.info.user_id for run in [sweep.parent, *sweep.children]} == {"carol"}

@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no hardware lines per trial
     for message in (".*does not have many workers.*", ".*treespec, LeafSpec.*"):
         warnings.filterwarnings("ignore", message=message)
+    # A worker logs a few values per epoch: synchronously, so that a refused write fails the
+    # trial instead of vanishing (team mode turns MLflow's asynchronous logging on).
+    os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] = "false"
     mlflow.set_tracking_uri(tracking.tracking_uri())
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=4, constant_liar=True)
     if args.prune_below is None:
