@@ -104,3 +104,8 @@ clean: ## Remove executed notebooks, caches and build output (keeps the MLflow s
 
 clean-runs: ## Delete the project's default MLflow store in mlruns/ (not one MLFLOW_TRACKING_URI points elsewhere)
 	rm -rf mlruns/mlflow.db mlruns/artifacts
+
+# Notebook 06's sweep workers (issue 18)
+.PHONY: bench-sweep
+bench-sweep: ## Benchmark: the same sweep trials with 1 worker and with 2 (threads split), wall-time ratio, best accuracy vs notebook 02's defaults (about 5 min on the subset)
+	$(PY) benchmarks/sweep_bench.py --data "$(DLTRACK_FASHION_MNIST_DIR)" --trials $(or $(TRIALS),4) --epochs $(or $(EPOCHS),2)
