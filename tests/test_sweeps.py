@@ -29,7 +29,8 @@ from optuna.trial import TrialState
 
 from dltrack import sweeps, tracking
 from dltrack.config import project_root
-from dltrack.serving.process import BackgroundServer, free_port
+from dltrack.serving.process import BackgroundServer
+from test_team import team  # noqa: F401  (the fixture: PostgreSQL and MLflow's server, real)
 
 SLOW = {"learning_rate": 3e-4, "dropout_rate": 0.5, "batch_size": 128, "hidden_units": 150}
 FAST = {"learning_rate": 3e-3, "dropout_rate": 0.1, "batch_size": 32, "hidden_units": 600}
@@ -242,20 +243,9 @@ def test_notebook_06_runs_twice_resumes_the_study_and_the_parent_keeps_the_best(
 
 # -- team mode ---------------------------------------------------------------------------------
 @pytest.mark.team
-def test_two_workers_share_a_study_in_the_team_postgresql(monkeypatch):
-    from dltrack.team import PostgresError, TeamServer, server_binaries
+def test_two_workers_share_a_study_in_the_team_postgresql(team, monkeypatch):  # noqa: F811
     from dltrack.team.studies import STUDY_DB, STUDY_ROLE, ensure_study_storage
 
-    try:
-        server_binaries()
-    except PostgresError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test team mode: {err}")
-        pytest.skip(str(err))
-    home = Path(tempfile.mkdtemp(prefix="dltrack-team-"))
-    home.chmod(0o755)  # PostgreSQL runs as 'postgres' under root, and must enter it
-    team = TeamServer(home, port=free_port(), pg_port=free_port())
-    team.start()
     try:
         team.add_user("carol")
         for key, value in team.client_env("carol").items():
@@ -290,8 +280,6 @@ def test_two_workers_share_a_study_in_the_team_postgresql(monkeypatch):
         as_study_role.close()
     finally:
         mlflow.set_tracking_uri(tracking.tracking_uri())
-        team.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 # -- the browser -------------------------------------------------------------------------------
