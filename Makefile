@@ -107,5 +107,5 @@ clean-runs: ## Delete the project's default MLflow store in mlruns/ (not one MLF
 
 # Notebook 06's sweep workers (issue 18)
 .PHONY: bench-sweep
-bench-sweep: ## Benchmark: the same sweep trials with 1 worker and with 2 (threads split), wall-time ratio, best accuracy vs notebook 02's defaults (about 5 min on the subset)
+bench-sweep: ## Benchmark: the same sweep trials with 1 worker and with 2 (threads split), wall-time ratio, best accuracy vs notebook 02's defaults (about 5 min on the subset; TRIALS=, EPOCHS=)
 	$(PY) benchmarks/sweep_bench.py --data "$(DLTRACK_FASHION_MNIST_DIR)" --trials $(or $(TRIALS),4) --epochs $(or $(EPOCHS),2)
