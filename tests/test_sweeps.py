@@ -134,6 +134,24 @@ def check_children_match_trials(sweep: Sweep, epochs: int) -> dict[str, int]:
     return states
 
 
+def test_the_study_lives_beside_a_sqlite_store_or_where_the_variable_says(monkeypatch, tmp_path):
+    monkeypatch.delenv(sweeps.STORAGE_ENV_VAR, raising=False)
+    store = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert sweeps.default_storage(store) == f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
+    with pytest.raises(ValueError, match="set DLTRACK_OPTUNA_STORAGE"):
+        sweeps.default_storage("http://127.0.0.1:5050")
+    monkeypatch.setenv(sweeps.STORAGE_ENV_VAR, "postgresql+psycopg2://optuna@host/optuna")
+    assert sweeps.default_storage("http://127.0.0.1:5050").startswith("postgresql+psycopg2://")
+    with pytest.raises(ValueError, match="a study storage is a database URL"):
+        sweeps.study_storage(str(tmp_path / "optuna.db"))
+
+
+def test_a_worker_refuses_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exited:
+        sweeps.main(["--study", "s", "--parent-run-id", "r", "--epochs", "0"])
+    assert exited.value.code == 2 and "--epochs >= 1" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def local_store():
     """A fresh SQLite MLflow store; the study goes beside it."""
