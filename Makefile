@@ -119,3 +119,8 @@ bench-profiles: ## Benchmark: test accuracy of notebooks 01 and 02, default and 
 BENCH_DDP_ARGS ?=
 bench-ddp: ## Benchmark: 2-process DDP against 1 process on the full data, same epochs and global batch, 3 seeds; BENCH_DDP_ARGS="--epochs 1 --seeds 42" for a quick look
 	$(PY) benchmarks/ddp_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist) $(BENCH_DDP_ARGS)
+
+# Notebook 06's sweep workers (issue 18)
+.PHONY: bench-sweep
+bench-sweep: ## Benchmark: the same sweep trials with 1 worker and with 2 (threads split), wall-time ratio, best accuracy vs notebook 02's defaults (about 5 min on the subset; TRIALS=, EPOCHS=)
+	$(PY) benchmarks/sweep_bench.py --data "$(DLTRACK_FASHION_MNIST_DIR)" --trials $(or $(TRIALS),4) --epochs $(or $(EPOCHS),2)

@@ -31,6 +31,7 @@ _DEFAULTS = {
     "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_DIR / 'mlruns' / 'mlflow.db'}",
     "KERAS_HOME": str(_SESSION_DIR / "keras"),
     "DLTRACK_EPOCHS": "2",
+    "DLTRACK_SWEEP_TRIALS": "4",  # notebook 06: trials per run, over its 2 workers
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 for _key, _value in _DEFAULTS.items():

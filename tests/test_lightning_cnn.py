@@ -154,3 +154,15 @@ def test_known_noise_is_silenced_by_its_exact_message_only(caplog):
         warnings.warn(lightning_cnn.KNOWN_NOISE["pt2_weights"], UserWarning, stacklevel=1)
         warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["another FutureWarning"]
+
+
+def test_dropout_rate_and_width_are_one_argument_away():
+    """Notebook 06 tunes them; the defaults stay the course's (0.25, 600)."""
+    narrow = FashionMNISTCNN(dropout_rate=0.1, hidden_units=150)
+    assert narrow.drop.p == 0.1 and narrow.fc1.out_features == 150 and narrow.fc2.in_features == 150
+    assert narrow(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert FashionMNISTCNN().drop.p == 0.25
+    with pytest.raises(ValueError, match=r"dropout_rate must be in \[0, 1\)"):
+        FashionMNISTCNN(dropout_rate=1.0)
+    with pytest.raises(ValueError, match="hidden_units must be at least 1"):
+        FashionMNISTCNN(hidden_units=0)

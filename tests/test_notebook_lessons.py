@@ -81,12 +81,24 @@ TAUGHT = {
         '"challenger"', "--every-rank-logs", "torch.cuda.is_available()", "command(",
         "PyTorchDistribution(process_count_per_instance=", "instance_count=", "compute=",
         "load_job(", "ml_client.jobs.create_or_update(job)", "ml_client.jobs.stream(",
+
+
+    ],
+    "06_hyperparameter_sweeps.ipynb": [
+        "mlflow.set_tracking_uri(", "mlflow.set_experiment(", "optuna.create_study(",
+        "load_if_exists=True", "optuna.delete_study(", 'with mlflow.start_run(run_name="sweep")',
+        "subprocess.Popen(", '"-m", "dltrack.sweeps"', "mlflow.search_runs(",
+        "tags.mlflow.parentRunId", "study.get_trials(", "study.best_trial", "mlflow.log_params(",
+        "mlflow.log_metric(", "plot_optimization_history(", "plot_intermediate_values(",
+        "mlflow.log_figure(", "mlflow.artifacts.download_artifacts(", "load_state_dict(",
+        "mlflow.pytorch.log_model(", "signature=signature", "mlflow.register_model(",
+        ".set_registered_model_alias(", '"challenger"', 'models:/{REGISTERED_MODEL_NAME}@champion',
     ],
 }  # fmt: skip
 
 #: A call into dltrack: module.function( or a dltrack class.
 HELPER_CALL = re.compile(
-    r"\b(?:data|evaluation|tracking|serving|fast|azure|sentiment|keras_cnn)\.[a-z_]+\(|"
+    r"\b(?:data|evaluation|tracking|serving|fast|azure|sentiment|keras_cnn|sweeps)\.[a-z_]+\(|"
     r"\b(?:FashionMNISTCNN|FashionMNISTDataModule)\("
 )
 

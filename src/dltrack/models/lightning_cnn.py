@@ -18,6 +18,8 @@ Beyond the course, each one argument away:
 
 - ``lr_schedule="cosine"`` decays the rate to 0 along a cosine over the run, as notebook 01
   does (:mod:`dltrack.models.schedules`); ``"constant"`` is the course.
+- ``dropout_rate`` (course: 0.25) and ``hidden_units``, the width of the first Linear layer
+  (course: 600): the knobs notebook 06 tunes (:mod:`dltrack.sweeps`).
 - ``memory_format="channels_last"``: the convolution weights, and so their outputs, are kept in
   PyTorch's channels-last layout (N, H, W, C in memory, the same (N, C, H, W) shape; PyTorch's
   "Channels Last Memory Format" tutorial), which oneDNN's CPU convolutions run faster. Values,
@@ -123,9 +125,12 @@ class FashionMNISTCNN(L.LightningModule):
             :mod:`dltrack.models.schedules`.
         memory_format: "channels_last" (default, faster convolutions on CPU) or "contiguous"
             (PyTorch's default layout); see the module docstring.
+        dropout_rate: the probability the dropout layer zeroes a unit, in [0, 1) (course: 0.25).
+        hidden_units: outputs of the first Linear layer (course: 600), at least 1.
 
     Raises:
-        ValueError: unknown ``dropout``, ``lr_schedule`` or ``memory_format``.
+        ValueError: unknown ``dropout``, ``lr_schedule`` or ``memory_format``; ``dropout_rate``
+            outside [0, 1); ``hidden_units`` below 1.
     """
 
     def __init__(
@@ -135,6 +140,8 @@ class FashionMNISTCNN(L.LightningModule):
         num_classes: int = 10,
         lr_schedule: LRSchedule = "cosine",
         memory_format: Literal["channels_last", "contiguous"] = "channels_last",
+        dropout_rate: float = 0.25,
+        hidden_units: int = 600,
     ) -> None:
         super().__init__()
         if dropout not in ("dropout", "dropout2d"):
@@ -144,6 +151,10 @@ class FashionMNISTCNN(L.LightningModule):
             raise ValueError(
                 f"memory_format must be one of {tuple(MEMORY_FORMATS)}, got {memory_format!r}"
             )
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+        if hidden_units < 1:
+            raise ValueError(f"hidden_units must be at least 1, got {hidden_units!r}")
         self.save_hyperparameters()
         self.layer1 = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=3, padding=1),
@@ -157,9 +168,10 @@ class FashionMNISTCNN(L.LightningModule):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.fc1 = nn.Linear(64 * 6 * 6, 600)
-        self.drop = nn.Dropout(0.25) if dropout == "dropout" else nn.Dropout2d(0.25)
-        self.fc2 = nn.Linear(600, 120)
+        self.fc1 = nn.Linear(64 * 6 * 6, hidden_units)
+        drop = nn.Dropout if dropout == "dropout" else nn.Dropout2d
+        self.drop = drop(dropout_rate)
+        self.fc2 = nn.Linear(hidden_units, 120)
         self.fc3 = nn.Linear(120, num_classes)
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")

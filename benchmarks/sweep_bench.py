@@ -1,0 +1,123 @@
+"""Notebook 06's sweep, side by side in one run: the same N trials with 1 worker process and with
+2, the cores split fairly (1 worker: 2 torch threads; 2 workers: 1 thread each), in a throw-away
+store. Reports the wall-time ratio (target: 2 workers <= 0.6x of 1 worker on 2 cores) and the
+best accuracy the sweep found against notebook 02's defaults trained on the same budget (same
+data, epochs and seed), on the validation images the sweep selects by and on the test images.
+
+Pruning is off (``--prune-below 0``) so that both runs train every trial to the end: the timing
+compares the same work. The machine's load average is printed before and after: on a shared
+machine the ratio moves with it.
+
+    python benchmarks/sweep_bench.py [--data DIR] [--trials 4] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import torch
+from _results import write_results
+
+from dltrack import sweeps, tracking
+from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
+
+#: Notebook 02's defaults, as one trial of the search space.
+NOTEBOOK_02 = {"learning_rate": 1e-3, "dropout_rate": 0.25, "batch_size": 64, "hidden_units": 600}
+
+
+def sweep(name: str, trials: int, workers: int, epochs: int, data: str, threads: int) -> dict:
+    """Run ``trials`` trials of a new study with ``workers`` worker processes; wall time and
+    the best completed trial."""
+    storage = sweeps.default_storage()
+    study = optuna.create_study(
+        study_name=name, storage=sweeps.study_storage(storage), direction="maximize"
+    )
+    if name == "notebook-02-defaults":
+        study.enqueue_trial(NOTEBOOK_02)
+    shares = [trials // workers + (i < trials % workers) for i in range(workers)]
+    with mlflow.start_run(run_name=name) as parent:
+        started = time.perf_counter()
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "dltrack.sweeps", "--study", name, "--storage", storage,
+                 "--parent-run-id", parent.info.run_id, "--trials", str(share),
+                 "--epochs", str(epochs), "--data-dir", data, "--seed", str(i),
+                 "--threads", str(max(1, threads // workers)), "--prune-below", "0"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+            for i, share in enumerate(shares)
+        ]  # fmt: skip
+        errors = [process.communicate()[1] for process in processes]
+        seconds = time.perf_counter() - started
+    if any(process.returncode for process in processes):
+        raise RuntimeError(f"a worker of {name} failed:\n" + "\n".join(e[-2000:] for e in errors))
+    best = study.best_trial
+    return {
+        "workers": workers, "threads_per_worker": max(1, threads // workers), "trials": trials,
+        "seconds": round(seconds, 1), "best_val_acc": round(best.value, 4), "best_params": best.params,
+        "best_test_acc": round(test_accuracy(best, data), 4),
+    }  # fmt: skip
+
+
+def test_accuracy(trial: optuna.trial.FrozenTrial, data: str) -> float:
+    """Test accuracy of a completed trial's weights (from its child run)."""
+    weights = mlflow.artifacts.download_artifacts(
+        run_id=trial.user_attrs["mlflow_run_id"], artifact_path=sweeps.WEIGHTS
+    )
+    model = FashionMNISTCNN(
+        dropout_rate=trial.params["dropout_rate"], hidden_units=trial.params["hidden_units"]
+    )
+    model.load_state_dict(torch.load(weights))
+    model.eval()
+    datamodule = FashionMNISTDataModule(data)
+    datamodule.setup()
+    images, labels = datamodule.test_set.tensors
+    with torch.inference_mode():
+        return float((model(images).argmax(dim=1) == labels).float().mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="", help='Fashion-MNIST folder ("" = shipped subset)')
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="dltrack-sweep-bench-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.environ.pop("DLTRACK_OPTUNA_STORAGE", None)
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(experiment_id=tracking.prepare_experiment("sweep-bench"))
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} (1 min) on {os.cpu_count()} cores")
+    one = sweep("one-worker", args.trials, 1, args.epochs, args.data, args.threads)
+    two = sweep("two-workers", args.trials, 2, args.epochs, args.data, args.threads)
+    defaults = sweep("notebook-02-defaults", 1, 1, args.epochs, args.data, args.threads)
+    load_after = os.getloadavg()
+    ratio = two["seconds"] / one["seconds"]
+    for row in (one, two, defaults):
+        print(row)
+    print(f"wall time, 2 workers / 1 worker: {ratio:.2f} (target <= 0.6: "
+          f"{'met' if ratio <= 0.6 else 'not met'})")  # fmt: skip
+    print(f"best val_acc: sweep {two['best_val_acc']:.4f} vs notebook 02's defaults "
+          f"{defaults['best_val_acc']:.4f}; test accuracy {two['best_test_acc']:.4f} vs "
+          f"{defaults['best_test_acc']:.4f}")  # fmt: skip
+    print(f"load average after: {load_after[0]:.2f} (1 min)")
+    write_results("sweep_bench", {
+        "data": args.data or "shipped subset", "epochs": args.epochs,
+        "runs": [one, two], "notebook_02_defaults": defaults, "ratio_two_to_one": round(ratio, 3),
+        "load_average_before": load_before, "load_average_after": load_after,
+    })  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
