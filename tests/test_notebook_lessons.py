@@ -81,8 +81,6 @@ TAUGHT = {
         '"challenger"', "--every-rank-logs", "torch.cuda.is_available()", "command(",
         "PyTorchDistribution(process_count_per_instance=", "instance_count=", "compute=",
         "load_job(", "ml_client.jobs.create_or_update(job)", "ml_client.jobs.stream(",
-
-
     ],
     "06_hyperparameter_sweeps.ipynb": [
         "mlflow.set_tracking_uri(", "mlflow.set_experiment(", "optuna.create_study(",

@@ -331,7 +331,7 @@ def test_serving_notebook_puts_the_validating_model_in_front(execute_notebook):
         assert front.tags["promotion"].startswith("champion: max abs diff")
         flavors = mlflow.models.get_model_info(f"models:/{front.name}@champion").flavors
         assert list(flavors) == ["python_function"]
-    validating = mlflow.pyfunc.load_model("models:/fmnist-keras-cnn-serving@champion")
+    validating = mlflow.pyfunc.load_model("models:/fashion_mnist_prediction_model-serving@champion")
     image = np.zeros((1, 28, 28, 1), np.float32)
     image[0, 0, 0, 0] = np.nan
     with pytest.raises(mlflow.exceptions.MlflowException, match="NaN or infinite"):
