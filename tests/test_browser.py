@@ -305,10 +305,13 @@ def test_the_ddp_runs_system_metrics_tab_charts_each_process(ui, ddp_run, page):
     headers = page.get_by_test_id("experiment-view-compare-runs-section-header")
     drawn = {}
     for node in ("rank-0", "rank-1"):
-        headers.filter(has_text=f"system/{node}").first.wait_for()
+        header = headers.filter(has_text=f"system/{node}").first
+        header.wait_for()
+        header.scroll_into_view_if_needed()  # the UI draws a section's charts once in view
         card = page.locator('[data-testid="experiment-view-compare-runs-card"]').filter(
             has=page.locator(f'h4[title="system/{node}/cpu_utilization_percentage"]')
         )
+        card.first.wait_for(state="attached")
         card.first.scroll_into_view_if_needed()
         card.first.locator(".scatterlayer g.trace path").first.wait_for(state="attached")
         probe = card.first.evaluate(PLOT_PROBE)
