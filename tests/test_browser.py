@@ -285,7 +285,7 @@ def test_make_docs_site_shows_the_index_and_a_lesson_with_its_images(
     page.screenshot(path=str(SHOTS / "7-docs-lesson-01.png"), full_page=False)
 
 
-DDP = ("05_training_beyond_one_machine.ipynb", "fashion_mnist_ddp", "ddp-cnn")
+DDP = ("05_training_beyond_one_machine.ipynb", "fashion_images_prediction_ddp", "ddp-cnn")
 
 
 @pytest.fixture(scope="module")

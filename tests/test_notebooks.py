@@ -359,14 +359,14 @@ def test_ddp_notebook_logs_one_run_per_training_and_registers_the_best_checkpoin
         found = client.get_experiment_by_name(experiment)
         return [] if found is None else client.search_runs([found.experiment_id])
 
-    if not runs("fashion_mnist_ddp"):  # run alone, without nbmake's first run
+    if not runs("fashion_images_prediction_ddp"):  # run alone, without nbmake's first run
         run_notebook(project_root() / "notebooks" / DDP_NOTEBOOK, tmp_path)
     execute_notebook(DDP_NOTEBOOK)
-    name = "fmnist-lightning-ddp"
+    name = "fmnist-image-predictor-ddp"
     versions = sorted(
         client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )
-    assert len(runs("fashion_mnist_ddp")) == len(versions) >= 2
+    assert len(runs("fashion_images_prediction_ddp")) == len(versions) >= 2
     epochs = int(os.environ["DLTRACK_EPOCHS"])
     accuracies = []
     for version in versions:
@@ -398,6 +398,6 @@ def test_ddp_notebook_logs_one_run_per_training_and_registers_the_best_checkpoin
     aliases = {alias: int(client.get_model_version_by_alias(name, alias).version)
                for alias in ("champion", "challenger") if tracking.version_by_alias(name, alias)}  # fmt: skip
     assert aliases == expected_aliases(accuracies)
-    assert len(runs("fashion_mnist_ddp-every-rank-logs")) == 2 * len(versions)
+    assert len(runs("fashion_images_prediction_ddp-every-rank-logs")) == 2 * len(versions)
     job = load_job(project_root() / "azure-specs" / "ddp-job.yml")
     assert job.resources.instance_count == 2 and job.distribution.process_count_per_instance == 2

@@ -207,7 +207,7 @@ def test_a_killed_worker_fails_its_trial_and_the_parent_still_closes(local_store
 
 # -- the notebook ------------------------------------------------------------------------------
 def _parents(client: MlflowClient) -> list:
-    found = client.get_experiment_by_name("fashion_mnist_sweeps")
+    found = client.get_experiment_by_name("fashion_images_prediction_sweeps")
     if found is None:
         return []
     return client.search_runs(
@@ -231,7 +231,7 @@ def test_notebook_06_runs_twice_resumes_the_study_and_the_parent_keeps_the_best(
         o.get("text", "") for c in nbformat.read(executed, as_version=4).cells
         if c.cell_type == "code" for o in c.get("outputs", []) if o.get("name") == "stdout"
     )  # fmt: skip
-    assert "resuming study 'fmnist-lightning-sweep'" in output
+    assert "resuming study 'fmnist-image-predictor-sweep'" in output
     trials_per_run = int(os.environ.get("DLTRACK_SWEEP_TRIALS", "8"))
     parents = _parents(client)
     assert len(parents) >= 2
@@ -250,12 +250,12 @@ def test_notebook_06_runs_twice_resumes_the_study_and_the_parent_keeps_the_best(
             assert parent.data.params[f"best_{name}"] == best.data.params[name]
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
         assert artifacts == {"sweep/optimization_history.png", "sweep/intermediate_values.png"}
-    study = optuna.load_study(study_name="fmnist-lightning-sweep", storage=sweeps.default_storage())
+    study = optuna.load_study(study_name="fmnist-image-predictor-sweep", storage=sweeps.default_storage())
     assert len(study.trials) == trials_per_run * len(parents)
-    versions = client.search_model_versions("name = 'fmnist-lightning-sweep'")
+    versions = client.search_model_versions("name = 'fmnist-image-predictor-sweep'")
     assert len(versions) == len(parents)
     assert {v.run_id for v in versions} == {p.info.run_id for p in parents}
-    champion = client.get_model_version_by_alias("fmnist-lightning-sweep", "champion")
+    champion = client.get_model_version_by_alias("fmnist-image-predictor-sweep", "champion")
     assert client.get_model_version(champion.name, champion.version).tags["promotion"]
 
 
