@@ -266,9 +266,9 @@ def test_make_lab_opens_notebook_01_with_the_project_kernel(store, page):
 def test_make_docs_site_shows_the_index_and_a_lesson_with_its_images(
     execute_notebook, tmp_path, page
 ):
-    """``tools/site.py`` (``make docs``) on notebook 01 as the session executed it: the index
+    """``tools/site_builder.py`` (``make docs``) on notebook 01 as the session executed it: the index
     links the lesson by its title, and the lesson page shows its figures, loaded."""
-    from site_builder import build_site  # tools/site.py
+    from site_builder import build_site  # tools/site_builder.py
 
     executed = execute_notebook(TF[0])
     (lesson,) = build_site(executed.parent, tmp_path / "site")

@@ -99,3 +99,13 @@ def test_version_by_alias_raises_other_registry_errors(mlflow_store, monkeypatch
 def test_registry_url_quotes_the_model_name():
     url = tracking.registry_url("my model/v2?x#y", base="http://127.0.0.1:5000")
     assert url.startswith("http://127.0.0.1:5000/#/models/my%20model%2Fv2%3Fx%23y?")
+
+
+def test_run_url_opens_a_tab_of_the_run_in_the_training_view():
+    base = "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    assert tracking.run_url("3", "abc", base="http://127.0.0.1:5000") == (
+        f"{base}?workflowType=machine_learning"
+    )
+    assert tracking.run_url("3", "abc", base="http://127.0.0.1:5000", tab="system-metrics") == (
+        f"{base}/system-metrics?workflowType=machine_learning"
+    )

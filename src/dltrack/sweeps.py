@@ -48,6 +48,7 @@ __all__ = [
     "close_stale_trials",
     "default_storage",
     "end_stale_trial",
+    "load_worker_study",
     "main",
     "study_storage",
     "suggest",
@@ -241,6 +242,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_worker_study(
+    name: str, storage: str, seed: int | None = None, prune_below: float | None = None
+) -> optuna.Study:
+    """The study ``name`` in the database ``storage`` (a SQLAlchemy URL), with this worker's own
+    sampler and pruner: they live in the process, not in the database.
+
+    Args:
+        name: the study's name; it must exist (``optuna.create_study`` made it).
+        storage: e.g. ``sqlite:///.../optuna.db`` or ``postgresql+psycopg2://...``.
+        seed: the TPE sampler's seed (``None``: random).
+        prune_below: prune every trial whose ``val_acc`` falls below it (``ThresholdPruner``)
+            instead of the median rule.
+
+    Raises:
+        KeyError: no study of that name in ``storage`` (Optuna's error).
+    """
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=True)
+    if prune_below is None:
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    else:
+        pruner = optuna.pruners.ThresholdPruner(lower=prune_below)
+    return optuna.load_study(
+        study_name=name, storage=study_storage(storage), sampler=sampler, pruner=pruner
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``--trials`` trials of the study ``--study`` as children of ``--parent-run-id``;
     print one line per trial. Exit status 0, or 2 for bad arguments (argparse)."""
@@ -259,15 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     # trial instead of vanishing (team mode turns MLflow's asynchronous logging on).
     os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] = "false"
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=4, constant_liar=True)
-    if args.prune_below is None:
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    else:
-        pruner = optuna.pruners.ThresholdPruner(lower=args.prune_below)
-    study = optuna.load_study(
-        study_name=args.study, storage=study_storage(args.storage or default_storage()),
-        sampler=sampler, pruner=pruner,
-    )  # fmt: skip
+    study = load_worker_study(args.study, args.storage or default_storage(), args.seed,
+                              args.prune_below)  # fmt: skip
     objective = Objective(args.parent_run_id, args.data_dir, args.epochs, args.train_seed)
     study.optimize(objective, n_trials=args.trials)
     return 0

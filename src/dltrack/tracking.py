@@ -152,9 +152,13 @@ def experiment_url(experiment_id: str, base: str | None = None) -> str:
     return f"{base or ui_url()}/#/experiments/{experiment_id}?{TRAINING_VIEW}"
 
 
-def run_url(experiment_id: str, run_id: str, base: str | None = None) -> str:
-    """A run's page in the UI, in the *Model training* view."""
-    return f"{base or ui_url()}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+def run_url(
+    experiment_id: str, run_id: str, base: str | None = None, tab: str | None = None
+) -> str:
+    """A run's page in the UI, in the *Model training* view; ``tab`` opens one of its tabs, e.g.
+    ``"system-metrics"``, ``"model-metrics"`` or ``"artifacts"``."""
+    page = f"{base or ui_url()}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{page}/{tab}?{TRAINING_VIEW}" if tab else f"{page}?{TRAINING_VIEW}"
 
 
 def registry_url(name: str | None = None, base: str | None = None) -> str:

@@ -154,24 +154,27 @@ def log_checkpoint(
 ) -> str | None:
     """Log the module as it is after ``epoch`` (0-based); returns its ``model_id`` when logged
     as an MLflow model (``how="models"``), ``None`` when saved as run artifacts
-    (``how="artifacts"``, ``checkpoints/epoch-<n>/``)."""
+    (``how="artifacts"``, ``checkpoints/epoch-<n>/``).
+
+    What is logged is a copy of the weights on the CPU, in evaluation mode: the training module
+    may be on a GPU, and the input example (and whoever loads the model) is on the CPU.
+    """
     example = datamodule.test_set.tensors[0][:4].numpy()
-    module.eval()  # export the inference graph (dropout off, batch-norm running statistics)
-    try:
-        if how == "models":
-            info = mlflow.pytorch.log_model(
-                module, name=f"checkpoint-{epoch}", step=epoch, signature=SIGNATURE,
-                input_example=example, serialization_format="pt2", pip_requirements=REQUIREMENTS,
-            )  # fmt: skip
-            return info.model_id
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, "model")
-            mlflow.pytorch.save_model(module, path, signature=SIGNATURE, input_example=example,
-                                      pip_requirements=REQUIREMENTS)  # fmt: skip
-            mlflow.log_artifacts(path, f"checkpoints/epoch-{epoch}")
-        return None
-    finally:
-        module.train()
+    snapshot = type(module)(**module.hparams)
+    snapshot.load_state_dict({key: value.cpu() for key, value in module.state_dict().items()})
+    snapshot.eval()  # export the inference graph (dropout off)
+    if how == "models":
+        info = mlflow.pytorch.log_model(
+            snapshot, name=f"checkpoint-{epoch}", step=epoch, signature=SIGNATURE,
+            input_example=example, serialization_format="pt2", pip_requirements=REQUIREMENTS,
+        )  # fmt: skip
+        return info.model_id
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model")
+        mlflow.pytorch.save_model(snapshot, path, signature=SIGNATURE, input_example=example,
+                                  pip_requirements=REQUIREMENTS)  # fmt: skip
+        mlflow.log_artifacts(path, f"checkpoints/epoch-{epoch}")
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> None:
                 print(f"export {key}={shlex.quote(value)}")
 
 
-def _message(err: BaseException) -> str:
+def failure_message(err: BaseException) -> str:
     """One paragraph for a failure: what went wrong, in words, no traceback."""
     mlflow_exceptions = sys.modules.get("mlflow.exceptions")  # imported only if it was used
     if mlflow_exceptions and isinstance(err, mlflow_exceptions.MlflowException):
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             check_username(args.name)
         _run(args)
     except Exception as err:  # noqa: BLE001 - a command line answers in words
-        print(f"error: {_message(err)}", file=sys.stderr)
+        print(f"error: {failure_message(err)}", file=sys.stderr)
         return 1
     return 0
 

@@ -43,7 +43,7 @@ from dltrack.config import project_root
 from dltrack.processes import port_in_use
 from dltrack.team.postgres import PostgresCluster, PostgresError, write_private
 
-__all__ = ["TeamServer", "TeamServerError", "check_username", "team_home"]
+__all__ = ["TeamServer", "TeamServerError", "check_username", "secret", "team_home"]
 
 #: What a new user may do with another user's experiments and models: nothing, until the
 #: owner (who gets MANAGE on what they create) or an admin grants READ, EDIT or MANAGE.
@@ -94,9 +94,13 @@ def _private_dir(path: Path, group_enters: bool = False) -> Path:
     return path
 
 
-def _secret(path: Path, length: int = 24) -> str:
-    """The secret stored in ``path``; generated (URL-safe, ``length`` bytes) and written with
-    mode 0600 from the first byte the first time."""
+def secret(path: Path, length: int = 24) -> str:
+    """The secret stored in ``path``; generated (URL-safe, ``length`` random bytes) and written
+    with mode 0600 from the first byte the first time.
+
+    Raises:
+        OSError: the file or its folder cannot be read or written.
+    """
     if path.is_file():
         return path.read_text().strip()
     _private_dir(path.parent)
@@ -123,9 +127,9 @@ class TeamServer:
 
     @classmethod
     def from_env(cls, home: Path | None = None) -> TeamServer:
-        """The server of ``home`` (default :func:`team_home`): the ports it was started with
-        (``server.json``), else ``$DLTRACK_TEAM_PORT`` / ``$DLTRACK_TEAM_PG_PORT``, else the
-        defaults.
+        """The server of ``home`` (default :func:`team_home`) on ``$DLTRACK_TEAM_PORT`` /
+        ``$DLTRACK_TEAM_PG_PORT`` when set (so ``start`` can pick its ports), else the ports it
+        was last started with (``server.json``), else the defaults.
 
         Raises:
             TeamServerError: a port is not a whole number from 1 to 65535.
@@ -183,7 +187,7 @@ class TeamServer:
 
     def admin_password(self) -> str:
         """The admin's password (generated at first start; ``secrets/admin-password``)."""
-        return _secret(self.secrets_dir / "admin-password")
+        return secret(self.secrets_dir / "admin-password")
 
     def password_file(self, username: str) -> Path:
         """Where a user's password is kept (``secrets/users/<name>``, mode 0600).
@@ -283,7 +287,7 @@ class TeamServer:
         """
         try:
             self._make_home()
-            _secret(self.secrets_dir / "postgres-password")
+            secret(self.secrets_dir / "postgres-password")
         except (OSError, LookupError) as err:
             raise TeamServerError(f"Cannot create the team folder {self.home}: {err}") from None
         if not self.postgres.running and port_in_use(self.pg_port):
@@ -300,7 +304,7 @@ class TeamServer:
 
         try:
             self.postgres.start()
-            db_password = _secret(self.secrets_dir / "mlflow-db-password")
+            db_password = secret(self.secrets_dir / "mlflow-db-password")
             for database in (TRACKING_DB, AUTH_DB):
                 self.postgres.ensure_database(database, DB_ROLE, db_password)
             if self.server_pid() and self.healthy():
@@ -363,7 +367,7 @@ class TeamServer:
             PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             PGPASSFILE=str(self._pgpass(db_password)),
             MLFLOW_AUTH_CONFIG_PATH=str(self._auth_config()),
-            MLFLOW_FLASK_SERVER_SECRET_KEY=_secret(self.secrets_dir / "flask-secret-key"),
+            MLFLOW_FLASK_SERVER_SECRET_KEY=secret(self.secrets_dir / "flask-secret-key"),
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # no background job runner: not used here
             # Database connections per store and worker: up to 20 for each of the tracking,
             # registry and auth stores in each worker, under PostgreSQL's max_connections=200.

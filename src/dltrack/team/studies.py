@@ -22,7 +22,7 @@ import sys
 
 from dltrack.sweeps import STORAGE_ENV_VAR
 from dltrack.team.postgres import PostgresError
-from dltrack.team.server import TeamServer, TeamServerError, _secret
+from dltrack.team.server import TeamServer, TeamServerError, secret
 
 __all__ = ["STUDY_DB", "STUDY_ROLE", "ensure_study_storage", "main"]
 
@@ -42,7 +42,7 @@ def ensure_study_storage(server: TeamServer) -> str:
         raise TeamServerError(
             f"The team PostgreSQL on 127.0.0.1:{server.pg_port} is not running: make server"
         )
-    password = _secret(server.secrets_dir / "optuna-db-password")
+    password = secret(server.secrets_dir / "optuna-db-password")
     try:
         server.postgres.ensure_database(STUDY_DB, STUDY_ROLE, password)
     except PostgresError as err:
@@ -59,14 +59,17 @@ def ensure_study_storage(server: TeamServer) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``env``: print the shell line that sets ``$DLTRACK_OPTUNA_STORAGE`` to the team's study
-    storage (creating it first); exit status 1 with a message if PostgreSQL is not running."""
+    storage (creating it first); exit status 1 with a one-paragraph message on any failure
+    (PostgreSQL not running, a refusal, a bad port), never a traceback."""
     parser = argparse.ArgumentParser(prog="python -m dltrack.team.studies", description=__doc__)
     parser.add_argument("command", choices=["env"])
     parser.parse_args(argv)
+    from dltrack.team.__main__ import failure_message
+
     try:
         url = ensure_study_storage(TeamServer.from_env())
-    except TeamServerError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - a command line answers in words, never a traceback
+        print(f"error: {failure_message(err)}", file=sys.stderr)
         return 1
     print(f"export {STORAGE_ENV_VAR}={shlex.quote(url)}")
     return 0
