@@ -1,8 +1,10 @@
 """Notebook 06's sweep, side by side in one run: the same N trials with 1 worker process and with
 2, the cores split fairly (1 worker: 2 torch threads; 2 workers: 1 thread each), in a throw-away
-store. Reports the wall-time ratio (target: 2 workers <= 0.6x of 1 worker on 2 cores) and the
-best accuracy the sweep found against notebook 02's defaults trained on the same budget (same
-data, epochs and seed), on the validation images the sweep selects by and on the test images.
+store. The N points of the search space are drawn once (a seeded random sampler) and enqueued in
+both studies, so both runs train exactly the same trials. Reports the wall-time ratio (target:
+2 workers <= 0.6x of 1 worker on 2 cores) and the best accuracy the sweep found against
+notebook 02's defaults trained on the same budget (the same data and seed, N x epochs epochs),
+on the validation images the sweep selects by and on the test images.
 
 Pruning is off (``--prune-below 0``) so that both runs train every trial to the end: the timing
 compares the same work. The machine's load average is printed before and after: on a shared
@@ -33,15 +35,30 @@ from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
 NOTEBOOK_02 = {"learning_rate": 1e-3, "dropout_rate": 0.25, "batch_size": 64, "hidden_units": 600}
 
 
-def sweep(name: str, trials: int, workers: int, epochs: int, data: str, threads: int) -> dict:
-    """Run ``trials`` trials of a new study with ``workers`` worker processes; wall time and
-    the best completed trial."""
+def draw_trials(trials: int, seed: int = 0) -> list[dict]:
+    """``trials`` points of notebook 06's search space (:func:`dltrack.sweeps.suggest`), drawn
+    by Optuna's random sampler with ``seed``."""
+    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    points = []
+    for _ in range(trials):
+        trial = draws.ask()
+        points.append(sweeps.suggest(trial))
+        draws.tell(trial, 0.0)
+    return points
+
+
+def sweep(
+    name: str, points: list[dict], workers: int, epochs: int, data: str, threads: int
+) -> dict:
+    """Train the trials ``points`` (enqueued in a new study) with ``workers`` worker processes;
+    wall time and the best completed trial."""
     storage = sweeps.default_storage()
     study = optuna.create_study(
         study_name=name, storage=sweeps.study_storage(storage), direction="maximize"
     )
-    if name == "notebook-02-defaults":
-        study.enqueue_trial(NOTEBOOK_02)
+    for point in points:
+        study.enqueue_trial(point)
+    trials = len(points)
     shares = [trials // workers + (i < trials % workers) for i in range(workers)]
     with mlflow.start_run(run_name=name) as parent:
         started = time.perf_counter()
@@ -98,9 +115,11 @@ def main() -> int:
     mlflow.set_experiment(experiment_id=tracking.prepare_experiment("sweep-bench"))
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} (1 min) on {os.cpu_count()} cores")
-    one = sweep("one-worker", args.trials, 1, args.epochs, args.data, args.threads)
-    two = sweep("two-workers", args.trials, 2, args.epochs, args.data, args.threads)
-    defaults = sweep("notebook-02-defaults", 1, 1, args.epochs, args.data, args.threads)
+    points = draw_trials(args.trials)
+    one = sweep("one-worker", points, 1, args.epochs, args.data, args.threads)
+    two = sweep("two-workers", points, 2, args.epochs, args.data, args.threads)
+    defaults = sweep("notebook-02-defaults", [NOTEBOOK_02], 1, args.epochs * args.trials, args.data,
+                     args.threads)  # fmt: skip
     load_after = os.getloadavg()
     ratio = two["seconds"] / one["seconds"]
     for row in (one, two, defaults):
@@ -112,7 +131,7 @@ def main() -> int:
           f"{defaults['best_test_acc']:.4f}")  # fmt: skip
     print(f"load average after: {load_after[0]:.2f} (1 min)")
     write_results("sweep_bench", {
-        "data": args.data or "shipped subset", "epochs": args.epochs,
+        "data": args.data or "shipped subset", "epochs": args.epochs, "trials": points,
         "runs": [one, two], "notebook_02_defaults": defaults, "ratio_two_to_one": round(ratio, 3),
         "load_average_before": load_before, "load_average_after": load_after,
     })  # fmt: skip
