@@ -46,6 +46,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _session_store_after_each_module():
+    """Every test module starts and ends on the session store. ``mlflow.set_tracking_uri`` also
+    sets ``$MLFLOW_TRACKING_URI``, so a module fixture that points MLflow at a store of its own
+    would otherwise leave every later module, and the notebooks they execute, on that store."""
+    import mlflow
+
+    mlflow.set_tracking_uri(_DEFAULTS["MLFLOW_TRACKING_URI"])
+    yield
+    mlflow.set_tracking_uri(_DEFAULTS["MLFLOW_TRACKING_URI"])
+    os.environ["MLFLOW_TRACKING_URI"] = _DEFAULTS["MLFLOW_TRACKING_URI"]
+
+
 @pytest.fixture()
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite tracking store for one test; returns its URI."""

@@ -39,9 +39,10 @@ def torchrun_training(tmp_path_factory) -> dict:
                EXPERIMENT, "--system-metrics-interval", "1"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    mlflow.set_tracking_uri(uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # (it sets $MLFLOW_TRACKING_URI too)
     yield {"uri": uri, "runs": all_runs(uri)}
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(previous)
 
 
 def test_launch_layout_reads_the_launchers_environment():
