@@ -64,6 +64,96 @@ def train(arm: str, seed: int, args: argparse.Namespace, store: Path) -> tuple[f
     return seconds, run.data.metrics["test_acc"]
 
 
+def _exchange(rank: int, port: int, numel: int, steps: int, out: str) -> None:
+    """One of 2 gloo processes (1 thread each): all-reduce a float32 tensor of ``numel``
+    elements ``steps`` times, as DDP does with the gradients after each batch; rank 0 writes
+    the seconds to ``out``."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    gradients = torch.zeros(numel)
+    dist.all_reduce(gradients)  # connect before timing
+    dist.barrier()
+    started = time.perf_counter()
+    for _ in range(steps):
+        dist.all_reduce(gradients)
+    dist.barrier()
+    if rank == 0:
+        Path(out).write_text(str(time.perf_counter() - started))
+    dist.destroy_process_group()
+
+
+def gradient_exchange_seconds(args: argparse.Namespace) -> tuple[float, int, int]:
+    """What DDP's gradient exchange alone costs in this benchmark: 2 gloo processes all-reduce
+    a tensor the size of the CNN's parameters once per optimizer step of a DDP arm (the
+    epochs' batches of 32 per process), with no training beside it. Returns (seconds, number
+    of parameters, steps)."""
+    import math
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
+
+    numel = sum(p.numel() for p in FashionMNISTCNN().parameters() if p.requires_grad)
+    datamodule = FashionMNISTDataModule(str(args.data))
+    datamodule.setup()
+    batches = math.ceil(len(datamodule.train_set) / args.batch_size)
+    steps = args.epochs * (min(batches, args.limit_batches) if args.limit_batches else batches)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "seconds")
+        mp.spawn(_exchange, args=(port, numel, steps, out), nprocs=2, join=True)
+        return float(Path(out).read_text()), numel, steps
+
+
+def independent_pair_seconds(seed: int, args: argparse.Namespace, store: Path) -> list[float]:
+    """DDP's compute without its exchange: 2 single processes (1 thread each) at once, each
+    training half the global batches at the per-process batch (``--limit-batches``), with their
+    own stores and no gradients exchanged. Returns each run's seconds (as :func:`train`).
+
+    Raises:
+        subprocess.CalledProcessError: a training failed.
+    """
+    import math
+
+    import mlflow
+
+    from dltrack.models.lightning_cnn import FashionMNISTDataModule
+
+    datamodule = FashionMNISTDataModule(str(args.data))
+    datamodule.setup()
+    half = math.ceil(len(datamodule.train_set) / args.batch_size)
+    if args.limit_batches:
+        half = min(half, args.limit_batches)
+    processes = []
+    for rank in (0, 1):
+        uri = f"sqlite:///{store / f'pair-{rank}.db'}"
+        command = [sys.executable, "-m", "dltrack.distributed.train", "--data", str(args.data),
+                   "--epochs", str(args.epochs), "--seed", str(seed), "--batch-size",
+                   str(args.batch_size // 2), "--limit-batches", str(half), "--experiment",
+                   "ddp-bench-pair", "--checkpoints", "none"]  # fmt: skip
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
+        env.pop("MLFLOW_RUN_ID", None)
+        processes.append((uri, subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)))  # fmt: skip
+    seconds = []
+    for uri, process in processes:
+        if process.wait():
+            raise subprocess.CalledProcessError(process.returncode, process.args)
+        (run,) = mlflow.MlflowClient(uri).search_runs(
+            [mlflow.MlflowClient(uri).get_experiment_by_name("ddp-bench-pair").experiment_id]
+        )
+        seconds.append((run.info.end_time - run.info.start_time) / 1000)
+    return seconds
+
+
 def summary(values: list[float]) -> dict:
     return {
         "mean": statistics.mean(values),
@@ -94,6 +184,9 @@ def main() -> None:
                 times[arm].append(seconds)
                 accuracies[arm].append(accuracy)
                 print(f"seed {seed} {arm:6}: {seconds:6.1f} s, test accuracy {accuracy:.4f}")
+        # where DDP's time goes, once: its compute alone, then its gradient exchange alone
+        pair = independent_pair_seconds(seeds[0], args, Path(tmp))
+    exchange, numel, steps = gradient_exchange_seconds(args)
     ratios = [single / ddp for single, ddp in zip(times["single"], times["ddp"], strict=True)]
     ratio = summary(ratios)
     accuracy = {arm: summary(values) for arm, values in accuracies.items()}
@@ -104,6 +197,11 @@ def main() -> None:
     met = ratio["mean"] >= TARGET_RATIO
     print(f"DDP throughput / single process: {ratio['mean']:.2f}x (sd {ratio['stdev']:.2f}), "
           f"target >= {TARGET_RATIO}x: {'met' if met else 'NOT met'}")  # fmt: skip
+    gap_seconds = statistics.mean(times["ddp"]) - statistics.mean(times["single"])
+    print(f"DDP's compute alone (2 processes of 1 thread, half the batches each, no exchange, "
+          f"seed {seeds[0]}): {pair[0]:.1f} s and {pair[1]:.1f} s")  # fmt: skip
+    print(f"where DDP's extra {gap_seconds:.1f} s go: all-reducing {numel:,} float32 gradients "
+          f"{steps} times (one per step) between 2 gloo processes takes {exchange:.1f} s alone")  # fmt: skip
     for arm in ("single", "ddp"):
         print(f"test accuracy {arm:6}: mean {accuracy[arm]['mean']:.2%}, "
               f"sd {accuracy[arm]['stdev']:.2%}")  # fmt: skip
@@ -116,6 +214,8 @@ def main() -> None:
         "epochs": args.epochs, "limit_batches": args.limit_batches,
         "global_batch_size": args.batch_size, "seeds": seeds,
         "seconds": times, "ratio": ratio, "test_accuracy": accuracy, "gap_pp": gap_pp,
+        "independent_pair_seconds": pair,
+        "gradient_exchange": {"seconds": exchange, "parameters": numel, "steps": steps},
         "load_average": [load_before, load_after], "cpus": os.cpu_count(),
     })  # fmt: skip
 
