@@ -255,6 +255,10 @@ def test_make_lab_opens_notebook_01_with_the_project_kernel(store, page):
         assert requests.get(f"{lab.url}/api/contents", timeout=10).status_code == 403  # token on
         page.goto(f"{lab.url}/lab/tree/{TF[0]}?token={token}")
         page.get_by_text("Python 3 (dltrack)").first.wait_for()  # the kernel the notebook names
+        # on a slow or busy machine the kernel can still be starting: a key pressed before it is
+        # idle may be lost, so run the cell only once the toolbar says the kernel is idle
+        idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+        idle.first.wait_for(timeout=180_000)
         page.locator(".jp-Notebook .jp-CodeCell").first.click()
         page.keyboard.press("Shift+Enter")
         banner = page.locator(".jp-OutputArea-output").filter(has_text="| mlflow ")
