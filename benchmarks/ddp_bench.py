@@ -31,21 +31,53 @@ TARGET_RATIO = 0.9
 TARGET_ACCURACY_PP = 0.3
 
 
+def _script(args: argparse.Namespace, seed: int, experiment: str, batch_size: int,
+            limit_batches: int | None) -> list[str]:  # fmt: skip
+    """The training script's arguments (``python -m dltrack.distributed.train ...``), without
+    checkpoint models."""
+    script = ["-m", "dltrack.distributed.train", "--data", str(args.data), "--epochs",
+              str(args.epochs), "--seed", str(seed), "--batch-size", str(batch_size),
+              "--experiment", experiment, "--checkpoints", "none"]  # fmt: skip
+    if limit_batches:
+        script += ["--limit-batches", str(limit_batches)]
+    return script
+
+
+def _only_run(uri: str, experiment: str):
+    """The one run of ``experiment`` in the store at ``uri``."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return run
+
+
+def _seconds(run) -> float:
+    """The run's duration in MLflow: fit, validation and test, without start-up."""
+    return (run.info.end_time - run.info.start_time) / 1000
+
+
+def _batches_per_epoch(args: argparse.Namespace) -> int:
+    """Global batches in one epoch of the training set (``--limit-batches`` applied)."""
+    import math
+
+    from dltrack.models.lightning_cnn import FashionMNISTDataModule
+
+    datamodule = FashionMNISTDataModule(str(args.data))
+    datamodule.setup()
+    batches = math.ceil(len(datamodule.train_set) / args.batch_size)
+    return min(batches, args.limit_batches) if args.limit_batches else batches
+
+
 def train(arm: str, seed: int, args: argparse.Namespace, store: Path) -> tuple[float, float]:
     """Run one training of ``arm`` ("single" or "ddp"); return (seconds, test accuracy).
 
     Raises:
         subprocess.CalledProcessError: the training failed.
     """
-    import mlflow
-
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = f"sqlite:///{store / f'{arm}-{seed}.db'}"
     experiment = f"ddp-bench-{arm}"
-    script = ["-m", "dltrack.distributed.train", "--data", str(args.data), "--epochs",
-              str(args.epochs), "--seed", str(seed), "--batch-size", str(args.batch_size),
-              "--experiment", experiment, "--checkpoints", "none"]  # fmt: skip
-    if args.limit_batches:
-        script += ["--limit-batches", str(args.limit_batches)]
+    script = _script(args, seed, experiment, args.batch_size, args.limit_batches)
     if arm == "ddp":
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node=2", *script]  # fmt: skip
@@ -55,13 +87,8 @@ def train(arm: str, seed: int, args: argparse.Namespace, store: Path) -> tuple[f
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": threads}
     env.pop("MLFLOW_RUN_ID", None)
     subprocess.run(command, env=env, check=True, capture_output=True)
-    client = mlflow.MlflowClient(uri)
-    (run,) = client.search_runs(
-        [client.get_experiment_by_name(experiment).experiment_id],
-        filter_string=f"params.seed = '{seed}'",
-    )
-    seconds = (run.info.end_time - run.info.start_time) / 1000
-    return seconds, run.data.metrics["test_acc"]
+    run = _only_run(uri, experiment)
+    return _seconds(run), run.data.metrics["test_acc"]
 
 
 def _exchange(rank: int, port: int, numel: int, steps: int, out: str) -> None:
@@ -92,18 +119,14 @@ def gradient_exchange_seconds(args: argparse.Namespace) -> tuple[float, int, int
     a tensor the size of the CNN's parameters once per optimizer step of a DDP arm (the
     epochs' batches of 32 per process), with no training beside it. Returns (seconds, number
     of parameters, steps)."""
-    import math
     import socket
 
     import torch.multiprocessing as mp
 
-    from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
+    from dltrack.models.lightning_cnn import FashionMNISTCNN
 
     numel = sum(p.numel() for p in FashionMNISTCNN().parameters() if p.requires_grad)
-    datamodule = FashionMNISTDataModule(str(args.data))
-    datamodule.setup()
-    batches = math.ceil(len(datamodule.train_set) / args.batch_size)
-    steps = args.epochs * (min(batches, args.limit_batches) if args.limit_batches else batches)
+    steps = args.epochs * _batches_per_epoch(args)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -115,43 +138,26 @@ def gradient_exchange_seconds(args: argparse.Namespace) -> tuple[float, int, int
 
 def independent_pair_seconds(seed: int, args: argparse.Namespace, store: Path) -> list[float]:
     """DDP's compute without its exchange: 2 single processes (1 thread each) at once, each
-    training half the global batches at the per-process batch (``--limit-batches``), with their
-    own stores and no gradients exchanged. Returns each run's seconds (as :func:`train`).
+    training as many batches as a DDP process (half the global batch, all the global batches
+    of an epoch) with its own store and no gradients exchanged. Returns each run's seconds (as
+    :func:`train`).
 
     Raises:
         subprocess.CalledProcessError: a training failed.
     """
-    import math
-
-    import mlflow
-
-    from dltrack.models.lightning_cnn import FashionMNISTDataModule
-
-    datamodule = FashionMNISTDataModule(str(args.data))
-    datamodule.setup()
-    half = math.ceil(len(datamodule.train_set) / args.batch_size)
-    if args.limit_batches:
-        half = min(half, args.limit_batches)
-    processes = []
-    for rank in (0, 1):
-        uri = f"sqlite:///{store / f'pair-{rank}.db'}"
-        command = [sys.executable, "-m", "dltrack.distributed.train", "--data", str(args.data),
-                   "--epochs", str(args.epochs), "--seed", str(seed), "--batch-size",
-                   str(args.batch_size // 2), "--limit-batches", str(half), "--experiment",
-                   "ddp-bench-pair", "--checkpoints", "none"]  # fmt: skip
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
-        env.pop("MLFLOW_RUN_ID", None)
-        processes.append((uri, subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL)))  # fmt: skip
-    seconds = []
-    for uri, process in processes:
+    script = _script(args, seed, "ddp-bench-pair", args.batch_size // 2, _batches_per_epoch(args))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    uris = [f"sqlite:///{store / f'pair-{rank}.db'}" for rank in (0, 1)]
+    processes = [
+        subprocess.Popen([sys.executable, *script], env={**env, "MLFLOW_TRACKING_URI": uri},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for uri in uris
+    ]  # fmt: skip
+    for process in processes:
         if process.wait():
             raise subprocess.CalledProcessError(process.returncode, process.args)
-        (run,) = mlflow.MlflowClient(uri).search_runs(
-            [mlflow.MlflowClient(uri).get_experiment_by_name("ddp-bench-pair").experiment_id]
-        )
-        seconds.append((run.info.end_time - run.info.start_time) / 1000)
-    return seconds
+    return [_seconds(_only_run(uri, "ddp-bench-pair")) for uri in uris]
 
 
 def summary(values: list[float]) -> dict:
@@ -198,7 +204,7 @@ def main() -> None:
     print(f"DDP throughput / single process: {ratio['mean']:.2f}x (sd {ratio['stdev']:.2f}), "
           f"target >= {TARGET_RATIO}x: {'met' if met else 'NOT met'}")  # fmt: skip
     gap_seconds = statistics.mean(times["ddp"]) - statistics.mean(times["single"])
-    print(f"DDP's compute alone (2 processes of 1 thread, half the batches each, no exchange, "
+    print(f"DDP's compute alone (2 processes of 1 thread, half the images each, no exchange, "
           f"seed {seeds[0]}): {pair[0]:.1f} s and {pair[1]:.1f} s")  # fmt: skip
     print(f"where DDP's extra {gap_seconds:.1f} s go: all-reducing {numel:,} float32 gradients "
           f"{steps} times (one per step) between 2 gloo processes takes {exchange:.1f} s alone")  # fmt: skip
