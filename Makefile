@@ -17,18 +17,19 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -c requirements/
 
 .DEFAULT_GOAL := help
 AZ_VENV ?= .venv-azureml
-.PHONY: help setup setup-azure-server setup-browser setup-postgres server server-stop server-status server-user server-env demo test test-unit lint ui lab bench-train bench-autolog bench-accuracy bench-team bench-serve clean clean-runs
+.PHONY: help setup setup-venv setup-azure-server setup-browser setup-postgres server server-stop server-status server-user server-env demo test test-unit lint ui lab bench-train bench-autolog bench-accuracy bench-team bench-serve clean clean-runs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: ## Create .venv and install dltrack with every extra, at the pinned versions
+setup: setup-venv setup-azure-server ## Create .venv (dltrack with every extra, at the pinned versions) and .venv-azureml
+
+setup-venv: ## Create .venv and install dltrack with every extra, at the pinned versions
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) -e ".[all]"
 	$(PY) tools/install_kernel.py
 	@$(PY) -c "import dltrack, mlflow; print('dltrack', dltrack.__version__, '| mlflow', mlflow.__version__, '| ready')"
-	$(MAKE) setup-azure-server
 
 setup-azure-server: ## Create .venv-azureml with Azure ML's inference server (for the local Azure contract test)
 	$(PYTHON) -m venv $(AZ_VENV)
@@ -38,11 +39,11 @@ setup-azure-server: ## Create .venv-azureml with Azure ML's inference server (fo
 demo: ## Run the notebooks headless on the shipped subset and report their runs, models and aliases (PROFILE=course: the course's values)
 	$(if $(PROFILE),DLTRACK_PROFILE=$(PROFILE) )$(PY) tools/notebooks.py
 
-test: ## Unit tests, serving tests and every notebook end to end (twice) on the shipped subset
+test: ## Unit tests, serving, browser and team-mode tests, every notebook end to end twice on one store (shipped subset)
 	$(PY) -m pytest
 
 test-unit: ## Only the fast unit tests (no notebooks, no servers)
-	$(PY) -m pytest -p no:nbmake tests -m "not notebook and not serving" -o addopts="-ra"
+	$(PY) -m pytest tests -m "not notebook and not serving and not team and not browser" -o addopts="-ra"
 
 lint: ## ruff on the package and the tests
 	$(VENV)/bin/ruff check src tests tools benchmarks

@@ -1,8 +1,9 @@
 """Test session set-up: a throw-away MLflow store and Keras cache, small notebook parameters.
 
-Set before any test module imports Keras or MLflow, and inherited by the notebook kernels that
-nbmake and ``tests/test_notebooks.py`` start, so ``make test`` never touches ``mlruns/`` or
-``~/.keras``.
+Set before any test module imports Keras or MLflow, and inherited by the notebook kernels the
+``notebook_runs`` fixture starts (``tests/executions.py``), so ``make test`` never touches
+``mlruns/`` or ``~/.keras``. Also here: the session's one team stack and one Chromium, and the
+order of the tests (the notebooks' executions first, a test that destroys a server last).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ except ImportError:
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="dltrack-tests-"))
 
-# Small, fast notebook runs unless the caller asks for more.
+# Small, fast notebook runs unless the caller asks for more (tests/executions.py: the first of
+# a notebook's two executions may be cheaper still).
 _DEFAULTS = {
     "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_DIR / 'mlruns' / 'mlflow.db'}",
     "KERAS_HOME": str(_SESSION_DIR / "keras"),
@@ -88,18 +90,6 @@ def experiment(mlflow_store: str):
     return use
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip notebook 03 under nbmake where no sentiment model can be loaded (offline, no local
-    model): the skip reason says how to point at one."""
-    from dltrack.models import sentiment
-
-    for item in items:
-        if item.path.suffix == ".ipynb" and item.path.name.startswith("03_"):
-            ok, why = sentiment.model_availability()
-            if not ok:
-                item.add_marker(pytest.mark.skip(reason=why))
-
-
 @pytest.fixture(scope="session")
 def logged_cnn():
     """The course CNN (untrained, seeded) logged with ``mlflow.tensorflow.log_model`` and a
@@ -128,28 +118,63 @@ def logged_cnn():
 
 
 @pytest.fixture(scope="session")
-def execute_notebook(tmp_path_factory: pytest.TempPathFactory):
-    """``execute_notebook(name)`` runs ``notebooks/<name>`` once per test session, in its own
-    kernel and in ``notebooks/`` as Jupyter does, against the session store; returns the executed
-    copy (outputs included). Later calls return the same copy. With ``DLTRACK_KEEP_EXECUTED``
-    set to a folder, each executed copy is also written there, so ``make docs`` can render them
-    without executing the notebooks again (CI)."""
+def notebook_runs(tmp_path_factory: pytest.TempPathFactory):
+    """The session's notebook executions (``tests/executions.py``): each notebook twice against
+    one store, in dependency order, results remembered. With ``DLTRACK_KEEP_EXECUTED`` set to a
+    folder, each second execution is also written there (the first ones to ``first/`` in it), so
+    ``make docs`` renders them without executing the notebooks again (CI)."""
     from dltrack.config import project_root
-    from notebooks import run_notebook  # tools/notebooks.py
+    from executions import NotebookRuns
 
-    executed: dict[str, Path] = {}
     keep = os.environ.get("DLTRACK_KEEP_EXECUTED")
+    return NotebookRuns(
+        project_root() / "notebooks", tmp_path_factory.mktemp("executed"),
+        Path(keep) if keep else None,
+    )  # fmt: skip
 
-    def execute(name: str) -> Path:
-        if name not in executed:
-            folder = tmp_path_factory.mktemp("executed")
-            executed[name] = run_notebook(project_root() / "notebooks" / name, folder)
-            if keep:
-                Path(keep).mkdir(parents=True, exist_ok=True)
-                shutil.copy(executed[name], Path(keep) / name)
-        return executed[name]
 
-    return execute
+@pytest.fixture(scope="session")
+def notebooks(notebook_runs, request: pytest.FixtureRequest):
+    """The session's executions, for any test or fixture: ``notebooks.second(name)`` is the executed
+    copy of ``name``'s second execution (``first(name)`` the first); a failed execution skips the
+    test, naming the item that reports the failure."""
+    from executions import BoundRuns
+
+    return BoundRuns(notebook_runs, request)
+
+
+# -- team mode: one stack per test session ----------------------------------------------------------
+@pytest.fixture(scope="session")
+def team():
+    """PostgreSQL and ``mlflow server`` with authentication and proxied artifacts, really
+    started on free ports on 127.0.0.1, once per test session (``dltrack.team.TeamServer``)."""
+    from dltrack.serving.process import free_port
+    from dltrack.team import TeamServer
+    from teamstack import postgres_or_skip, team_home
+
+    postgres_or_skip()
+
+    server = TeamServer(team_home(), port=free_port(), pg_port=free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def team_accounts(team) -> dict[str, dict[str, str]]:
+    """Two learners, alice and bob: their client environments."""
+    return {name: team.client_env(name) for name in ("alice", "bob") if team.add_user(name)}
+
+
+@pytest.fixture(scope="session")
+def team_notebook_env(team, team_accounts) -> dict[str, str]:
+    """What the team-mode notebooks run with: alice's client environment and the team's Optuna
+    study storage (``python -m dltrack.team.studies env``)."""
+    from dltrack.sweeps import STORAGE_ENV_VAR
+    from dltrack.team.studies import ensure_study_storage
+
+    return {**team_accounts["alice"], STORAGE_ENV_VAR: ensure_study_storage(team)}
 
 
 @pytest.fixture(scope="session")
@@ -173,11 +198,51 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(chromium_executable):
-    """Chromium driven by Playwright; each ``browser.new_context()`` is a fresh, empty profile."""
+    """Chromium driven by Playwright, launched once per test session; each
+    ``browser.new_context()`` is a fresh, empty profile."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture()
+def as_alice(team_notebook_env, monkeypatch: pytest.MonkeyPatch):
+    """This test's MLflow client signs in to the team server as alice, the account the
+    team-mode notebooks ran as; returns an ``MlflowClient``. The session store afterwards."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    for key, value in team_notebook_env.items():
+        monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(team_notebook_env["MLFLOW_TRACKING_URI"])
+    yield MlflowClient()
+    mlflow.set_tracking_uri(_DEFAULTS["MLFLOW_TRACKING_URI"])
+
+
+# -- order and bounds ----------------------------------------------------------------------------
+#: pytest-timeout's bound for a test that reads the notebooks' executions: run alone, or in a
+#: shuffled order, it may have to execute them first.
+NOTEBOOK_TEST_TIMEOUT = 3600
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The notebooks' executions first (their failures are reported there), the tests that
+    destroy a shared server (``@pytest.mark.destroys_servers``) last, whatever the files' order
+    or a shuffle; and a longer timeout for tests that read the executions."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("destroys_servers"):
+            return 2
+        return 0 if item.nodeid.startswith("tests/test_executions.py::") else 1
+
+    items.sort(key=rank)
+    for item in items:
+        if "notebooks" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "timeout"
+        ):
+            item.add_marker(pytest.mark.timeout(NOTEBOOK_TEST_TIMEOUT))

@@ -27,20 +27,20 @@ def displayed_code(executed) -> list[str]:
     ]
 
 
-def test_notebook_01_shows_the_keras_cnn_that_it_trains(execute_notebook):
+def test_notebook_01_shows_the_keras_cnn_that_it_trains(notebooks):
     from dltrack.models import keras_cnn
 
-    (shown,) = displayed_code(execute_notebook("01_tensorflow_fashion_mnist.ipynb"))
+    (shown,) = displayed_code(notebooks.second("01_tensorflow_fashion_mnist.ipynb"))
     assert shown == inspect.getsource(keras_cnn.build_course_cnn).rstrip("\n")
     for part in ("layers.Conv2D(32", "layers.MaxPooling2D(", "layers.Dropout(", "layers.Flatten()",
                  'layers.Dense(num_classes, activation="softmax")', "model.compile("):  # fmt: skip
         assert part in shown
 
 
-def test_notebook_02_shows_the_lightning_module_and_data_module_that_it_trains(execute_notebook):
+def test_notebook_02_shows_the_lightning_module_and_data_module_that_it_trains(notebooks):
     from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
 
-    shown = displayed_code(execute_notebook("02_pytorch_lightning_fashion_mnist.ipynb"))
+    shown = displayed_code(notebooks.second("02_pytorch_lightning_fashion_mnist.ipynb"))
     steps = ("_step", "training_step", "validation_step", "test_step")
     expected = [
         inspect.getsource(FashionMNISTCNN.__init__),

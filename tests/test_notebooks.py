@@ -1,10 +1,11 @@
 """The notebooks, end to end, twice against one tracking store (Restart & Run All, twice).
 
-``make test`` first runs every notebook once with nbmake (``testpaths`` starts with
-``notebooks``); this module then runs each one again on the same store, keeps the executed copy,
-and checks what both runs recorded in the store and what the second run printed. Run alone, it
-executes each notebook twice itself. Parameters come from the environment
-(``tests/conftest.py``: the test store, 2 epochs, the shipped subset).
+The executions are the session's (``tests/executions.py``: which store, which parameters;
+``tests/test_executions.py`` reports their failures): this module only reads what both runs
+recorded in the store and what the executed copies printed, and executes nothing itself.
+Parameters come from the environment (``tests/conftest.py``: the test store, 2 epochs, the
+shipped subset) and each execution's overrides; the counts asserted are read from the runs'
+params.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import yaml
 from mlflow import MlflowClient
 
 from dltrack import tracking
-from dltrack.config import project_root
 from dltrack.models import sentiment
-from notebooks import run_notebook  # tools/notebooks.py
+from executions import PLAN, SERVING, Execution
 
 pytestmark = pytest.mark.notebook
 
@@ -110,28 +110,24 @@ def test_expected_aliases_replays_the_rule():
     assert expected_aliases([0.8, 0.7, 0.9]) == {"champion": 3, "challenger": 2}
 
 
-def _skip_without_sentiment_model(name: str) -> None:
-    if name.startswith("03_"):
-        ok, why = sentiment.model_availability()
-        if not ok:
-            pytest.skip(why)
+def setting(execution: Execution, variable: str) -> str:
+    """The value of ``variable`` the execution ran with: its own override, else the session's."""
+    return execution.overrides.get(variable, os.environ[variable])
 
 
 @pytest.mark.parametrize("expected", NOTEBOOKS, ids=[e.notebook for e in NOTEBOOKS])
-def test_notebook_runs_twice_on_one_store(expected: Expected, tmp_path: Path, execute_notebook):
-    _skip_without_sentiment_model(expected.notebook)
+def test_notebook_runs_twice_on_one_store(expected: Expected, tmp_path: Path, notebooks):
+    executions = [notebooks.execution(expected.notebook, round_) for round_ in (1, 2)]
+    executed = executions[1].executed
     mlflow.set_tracking_uri(tracking.tracking_uri())
     client = MlflowClient()
-    if not _runs(client, expected):  # run alone, without nbmake's first run
-        run_notebook(project_root() / "notebooks" / expected.notebook, tmp_path)
-    executed = execute_notebook(expected.notebook)
 
-    runs = _runs(client, expected)
-    assert len(runs) >= 2
-    for run in runs[:2]:
+    runs = _runs(client, expected)  # newest first: the second execution's run, then the first's
+    assert len(runs) == 2, [run.info.run_id for run in runs]
+    for run, execution in zip(runs, reversed(executions), strict=True):
         assert run.info.status == "FINISHED"
         if expected.trained:
-            assert run.data.params["epochs"] == os.environ["DLTRACK_EPOCHS"]
+            assert run.data.params["epochs"] == setting(execution, "DLTRACK_EPOCHS")
         assert run.data.metrics["accuracy_score"] > expected.min_accuracy
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "confusion_matrix.png" in artifacts
@@ -162,7 +158,7 @@ def test_notebook_runs_twice_on_one_store(expected: Expected, tmp_path: Path, ex
     versions = sorted(
         client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )
-    assert len(versions) >= 2
+    assert len(versions) == 2
     accuracies = []
     for version in versions:
         run = client.get_run(version.run_id)
@@ -182,29 +178,28 @@ def test_notebook_runs_twice_on_one_store(expected: Expected, tmp_path: Path, ex
     assert f"version {newest.version} -> @" in output
 
 
-def test_azure_notebook_runs_again_and_both_servers_agree(execute_notebook):
-    """01b deploys notebook 01's champion: run again on the same store (after nbmake's run, or
-    after notebook 01 here), the local Azure server and the MLflow server give the same class."""
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    if tracking.version_by_alias("fashion_mnist_prediction_model", "champion") is None:
-        execute_notebook("01_tensorflow_fashion_mnist.ipynb")
-    output = printed(execute_notebook("01b_azure_ml_deployment.ipynb"))
+def test_azure_notebook_runs_again_and_both_servers_agree(notebooks):
+    """01b deploys notebook 01's champion: run again on the same store, the local Azure server
+    and the MLflow server give the same class."""
+    output = printed(notebooks.second("01b_azure_ml_deployment.ipynb"))
     (line,) = [line for line in output.splitlines() if line.startswith("Azure inference server:")]
     azure_class, mlflow_class, difference = (part.split(": ")[1] for part in line.split(" | "))
     assert azure_class == mlflow_class and float(difference) == 0.0
     assert "workspace: none configured" in output and "name: fmnist-" in output
 
 
-SERVING_NOTEBOOK = "04_serving_at_speed.ipynb"
+#: Notebook 04's request counts: its param, the variable that sets it, the notebook's default.
+REQUEST_COUNTS = {"n_small_requests": ("DLTRACK_N_SMALL_REQUESTS", "50"),
+                  "n_large_requests": ("DLTRACK_N_LARGE_REQUESTS", "10")}  # fmt: skip
 
 
-def test_serving_notebook_runs_twice_and_measures_every_way(tmp_path, execute_notebook):
-    """04 serves the champions of 01 and 02 (run here first if no champion exists), logs the fast
-    models and the MLflow floor, measures every way and refuses bad input; twice on one store."""
+def test_serving_notebook_runs_twice_and_measures_every_way(notebooks):
+    """04 serves the champions of 01 and 02, logs the fast models and the MLflow floor,
+    measures every way and refuses bad input; twice on one store (the first time with fewer
+    requests: the counts are read from each run's params)."""
+    executions = [notebooks.execution(SERVING, round_) for round_ in (1, 2)]
+    output = printed(executions[1].executed)
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    for expected in NOTEBOOKS[:2]:
-        if tracking.version_by_alias(expected.registered_model, "champion") is None:
-            execute_notebook(expected.notebook)
     client = MlflowClient()
 
     def runs() -> list:
@@ -213,12 +208,12 @@ def test_serving_notebook_runs_twice_and_measures_every_way(tmp_path, execute_no
             [found.experiment_id], filter_string="attributes.run_name = 'serving-at-speed'",
             order_by=["attributes.start_time DESC"])  # fmt: skip
 
-    if not runs():  # run alone, without nbmake's first run
-        run_notebook(project_root() / "notebooks" / SERVING_NOTEBOOK, tmp_path)
-    output = printed(execute_notebook(SERVING_NOTEBOOK))
-    assert len(runs()) >= 2
-    for run in runs()[:2]:
+    assert len(runs()) == 2
+    for run, execution in zip(runs(), reversed(executions), strict=True):
         assert run.info.status == "FINISHED"
+        for param, (variable, default) in REQUEST_COUNTS.items():
+            count = execution.overrides.get(variable, os.environ.get(variable, default))
+            assert run.data.params[param] == count
         ratios = {k: v for k, v in run.data.metrics.items() if k.startswith("ratio_")}
         assert len(ratios) == 5 and all(0 < v < 1000 for v in ratios.values()), ratios
         diffs = {k: v for k, v in run.data.metrics.items() if k.startswith("max_abs_diff_")}
@@ -290,30 +285,18 @@ def test_noise_check_finds_the_lines_it_names(tmp_path):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "name",
-    [e.notebook for e in NOTEBOOKS]
-    + ["01b_azure_ml_deployment.ipynb", SERVING_NOTEBOOK, "05_training_beyond_one_machine.ipynb"],
-)
-def test_executed_notebooks_show_no_known_noise(name, execute_notebook):
-    _skip_without_sentiment_model(name)
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    if name.startswith(("01b", "04")):  # they serve the champions of 01 (and 02)
-        for expected in NOTEBOOKS[: 2 if name.startswith("04") else 1]:
-            if tracking.version_by_alias(expected.registered_model, "champion") is None:
-                execute_notebook(expected.notebook)
-    assert noise_lines(execute_notebook(name)) == []
+@pytest.mark.parametrize("round_", [1, 2], ids=["first", "second"])
+@pytest.mark.parametrize("name", [notebook.name for notebook in PLAN])
+def test_executed_notebooks_show_no_known_noise(name, round_, notebooks):
+    assert noise_lines(notebooks.execution(name, round_).executed) == []
 
 
-def test_serving_notebook_puts_the_validating_model_in_front(execute_notebook):
+def test_serving_notebook_puts_the_validating_model_in_front(notebooks):
     """04 keeps both models' answers to bad input in its run, and registers each fast model as
     `<champion's name>-serving`, tagged with the champion it validates, @champion when its
     served predictions are the flavor champion's."""
+    notebooks.second(SERVING)
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    for expected in NOTEBOOKS[:2]:
-        if tracking.version_by_alias(expected.registered_model, "champion") is None:
-            execute_notebook(expected.notebook)
-    execute_notebook(SERVING_NOTEBOOK)
     client = MlflowClient()
     experiment = client.get_experiment_by_name("serving_at_speed")
     (run,) = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
@@ -338,66 +321,3 @@ def test_serving_notebook_puts_the_validating_model_in_front(execute_notebook):
         validating.predict(image)
 
 
-DDP_NOTEBOOK = "05_training_beyond_one_machine.ipynb"
-
-
-# azure-ai-ml 1.35 builds its YAML schemas with deprecated marshmallow API: third-party noise
-@pytest.mark.filterwarnings("ignore::marshmallow.warnings.Marshmallow4Warning")
-def test_ddp_notebook_logs_one_run_per_training_and_registers_the_best_checkpoint(
-    tmp_path, execute_notebook
-):
-    """05 trains with torchrun (2 processes) once per execution, twice on one store: one run per
-    training (as many runs as registered versions), one value per epoch, system metrics of both
-    ranks, a checkpoint per epoch, the registered version the checkpoint with the best logged
-    val_acc, the promotion gate replayed; its rank-0 demo leaves a run per process."""
-    from azure.ai.ml import load_job
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    client = MlflowClient()
-
-    def runs(experiment: str) -> list:
-        found = client.get_experiment_by_name(experiment)
-        return [] if found is None else client.search_runs([found.experiment_id])
-
-    if not runs("fashion_images_prediction_ddp"):  # run alone, without nbmake's first run
-        run_notebook(project_root() / "notebooks" / DDP_NOTEBOOK, tmp_path)
-    execute_notebook(DDP_NOTEBOOK)
-    name = "fmnist-image-predictor-ddp"
-    versions = sorted(
-        client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
-    )
-    assert len(runs("fashion_images_prediction_ddp")) == len(versions) >= 2
-    epochs = int(os.environ["DLTRACK_EPOCHS"])
-    accuracies = []
-    for version in versions:
-        run = client.get_run(version.run_id)
-        assert run.info.run_name == "ddp-cnn" and run.info.status == "FINISHED"
-        assert run.data.params["world_size"] == "2"
-        for key in ("train_loss", "val_loss", "val_acc"):
-            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-            assert steps == list(range(epochs)), f"{key} at steps {steps}"
-        nodes = {key.split("/")[1] for key in run.data.metrics if key.startswith("system/")}
-        assert nodes == {"rank-0", "rank-1"}
-        checkpoints = mlflow.search_logged_models(
-            experiment_ids=[run.info.experiment_id],
-            filter_string=f"source_run_id = '{run.info.run_id}'",
-            output_format="list",
-        )
-        val_acc = {
-            model.model_id: {m.step: m.value for m in model.metrics if m.key == "val_acc"}
-            for model in checkpoints
-        }
-        assert sorted(step for by_step in val_acc.values() for step in by_step) == list(
-            range(epochs)
-        )
-        registered = version.source.removeprefix("models:/")
-        best = max(value for by_step in val_acc.values() for value in by_step.values())
-        assert list(val_acc[registered].values()) == [best]
-        accuracies.append(run.data.metrics["checkpoint_test_acc"])
-        assert client.get_model_version(name, version.version).tags["promotion"]
-    aliases = {alias: int(client.get_model_version_by_alias(name, alias).version)
-               for alias in ("champion", "challenger") if tracking.version_by_alias(name, alias)}  # fmt: skip
-    assert aliases == expected_aliases(accuracies)
-    assert len(runs("fashion_images_prediction_ddp-every-rank-logs")) == 2 * len(versions)
-    job = load_job(project_root() / "azure-specs" / "ddp-job.yml")
-    assert job.resources.instance_count == 2 and job.distribution.process_count_per_instance == 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
@@ -344,6 +343,12 @@ def _tree_rss(process: psutil.Process) -> int:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
 
 
+#: Requests each of the 4 load clients sends: a count, not a deadline, so a slow machine takes
+#: longer instead of failing (pytest-timeout bounds the test).
+REQUESTS_PER_CLIENT = 500
+
+
+@pytest.mark.timeout(900)
 def test_load_four_clients_both_bodies_no_errors_bounded_memory(served):
     server, shape = served
     batch = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
@@ -356,14 +361,10 @@ def test_load_four_clients_both_bodies_no_errors_bounded_memory(served):
             warm.post(url, data=body, headers=headers, timeout=30)
     before = _tree_rss(root)
     errors: list[str] = []
-    deadline = time.monotonic() + 240  # bounded: the test stops by itself
 
-    def client() -> None:
+    def client() -> None:  # bounded by its request count and each request's timeout
         with requests.Session() as session:
-            for i in range(1000):
-                if time.monotonic() > deadline:
-                    errors.append("deadline")
-                    return
+            for i in range(REQUESTS_PER_CLIENT):
                 body, headers = bodies[i % 2]
                 reply = session.post(url, data=body, headers=headers, timeout=30)
                 if reply.status_code != 200:
@@ -379,33 +380,23 @@ def test_load_four_clients_both_bodies_no_errors_bounded_memory(served):
 
 # ------------------------------------------------- the flavor models, for comparison (README)
 #: The malformed requests (above) that a flavor model, which only MLflow's signature checks
-#: guard, answers with 200 where the fast model answers 400; and the subset whose predictions
-#: hold NaN. Kept here, measured, so the README's comparison is this test's data.
+#: guard, answers with 200 where the fast model answers 400. Kept here, measured, so the
+#: README's comparison is this test's data. Only the contract (200 or 400) is asserted: what a
+#: CNN predicts for an infinite or NaN pixel depends on the processor's float kernels (AVX-512
+#: and AMX machines answer inf with finite numbers, others with NaN).
 _BOTH_ACCEPT = {
     "json: -Infinity", "json: Infinity", "json: NaN", "json: batch above the limit",
     "json: null in tensor", "json: number overflows float32", "json: number overflows float64",
     "json: params not an object", "json: unknown params", "parquet: -Infinity",
     "parquet: Infinity", "parquet: NaN", "parquet: a null value", "parquet: batch above the limit",
 }
-_INFINITE = {
-    "json: -Infinity", "json: Infinity", "json: number overflows float32",
-    "json: number overflows float64", "parquet: -Infinity", "parquet: Infinity",
-}
-FLAVOR_ACCEPTS: dict[str, dict[str, set[str]]] = {
-    "keras": {
-        "accepted": _BOTH_ACCEPT | {
-            "parquet: booleans", "parquet: float16 values", "parquet: float64 values",
-            "parquet: float64 that overflows float32", "parquet: int64 values",
-            "parquet: uint8 pixels 0..255",
-        },
-        "NaN predictions": _INFINITE | {"parquet: float64 that overflows float32"},
+FLAVOR_ACCEPTS: dict[str, set[str]] = {
+    "keras": _BOTH_ACCEPT | {
+        "parquet: booleans", "parquet: float16 values", "parquet: float64 values",
+        "parquet: float64 that overflows float32", "parquet: int64 values",
+        "parquet: uint8 pixels 0..255",
     },
-    "lightning": {
-        "accepted": _BOTH_ACCEPT,
-        "NaN predictions": _INFINITE | {
-            "json: NaN", "json: null in tensor", "parquet: NaN", "parquet: a null value"
-        },
-    },
+    "lightning": _BOTH_ACCEPT,
 }  # fmt: skip
 
 
@@ -441,7 +432,7 @@ def _log_flavor(framework: str):
 @pytest.mark.parametrize("framework", ["keras", "lightning"])
 def test_what_the_flavor_models_accept_of_the_malformed_requests(framework):
     uri, shape = _log_flavor(framework)
-    accepted, nan_predictions = set(), set()
+    accepted = set()
     with serving.ModelServer(uri) as server:
         for body_format in FORMATS:
             for name, body, headers, _ in CASES[body_format](shape):
@@ -451,6 +442,7 @@ def test_what_the_flavor_models_accept_of_the_malformed_requests(framework):
                 if reply.status_code == 200:
                     accepted.add(f"{body_format}: {name}")
                     predictions = np.asarray(reply.json()["predictions"], dtype=np.float64)
-                    if np.isnan(predictions).any():
-                        nan_predictions.add(f"{body_format}: {name}")
-    assert {"accepted": accepted, "NaN predictions": nan_predictions} == FLAVOR_ACCEPTS[framework]
+                    assert predictions.shape[-1] == 10, f"{name}: {predictions.shape}"
+                else:
+                    assert 400 <= reply.status_code < 500, f"{name}: {reply.status_code}"
+    assert accepted == FLAVOR_ACCEPTS[framework]

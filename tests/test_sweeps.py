@@ -1,11 +1,11 @@
-"""Notebook 06's sweeps with real processes: two ``python -m dltrack.sweeps`` workers share one
-Optuna study (a SQLite file; the team PostgreSQL in team mode) and log each trial as a child of
-one MLflow parent run. One worker is SIGKILLed mid-trial. A real browser opens the parent run.
+"""Notebook 06's sweeps with real processes: ``python -m dltrack.sweeps`` workers share one
+Optuna study and log each trial as a child of one MLflow parent run.
 
-Pruning is made certain: the first two trials are queued with known values (``enqueue_trial``),
-one that learns slowly (val_acc about 0.56 after one epoch on the subset) and one that learns
-fast (about 0.71), and the workers prune below 0.6 (``--prune-below``: Optuna's
-ThresholdPruner).
+The notebook's two executions ran on the team server, the study in the team PostgreSQL
+(``tests/executions.py``): the tests read that store and that study, and a real browser opens
+the parent run in the server's UI. What the notebook does not do is launched here, on a local
+store: a worker SIGKILLed in the middle of a trial (stopped first, so the kill cannot land after
+the trial ended).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from optuna.trial import TrialState
 
 from dltrack import sweeps, tracking
 from dltrack.config import project_root
-from dltrack.serving.process import BackgroundServer
-from test_team import team  # noqa: F401  (the fixture: PostgreSQL and MLflow's server, real)
+from executions import SWEEPS
 
 SLOW = {"learning_rate": 3e-4, "dropout_rate": 0.5, "batch_size": 128, "hidden_units": 150}
 FAST = {"learning_rate": 3e-3, "dropout_rate": 0.1, "batch_size": 32, "hidden_units": 600}
@@ -54,12 +53,35 @@ def _running_child_of(client: MlflowClient, experiment_id: str, pid: int):
     return None
 
 
+def _kill_in_the_middle_of_a_trial(
+    client: MlflowClient, study: optuna.Study, experiment_id: str, worker: subprocess.Popen
+) -> int:
+    """SIGKILL ``worker`` while a trial of its is RUNNING with an epoch logged; returns the
+    trial's number. The worker is stopped (SIGSTOP) before the check and killed stopped, so the
+    trial checked is the trial killed."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline and worker.poll() is None, "no trial to kill"
+        os.kill(worker.pid, signal.SIGSTOP)
+        run = _running_child_of(client, experiment_id, worker.pid)
+        if run is not None:
+            number = int(run.data.tags["optuna.trial_number"])
+            if study.trials[number].state == TrialState.RUNNING:
+                os.kill(worker.pid, signal.SIGKILL)
+                return number
+        os.kill(worker.pid, signal.SIGCONT)
+        time.sleep(0.5)
+
+
 def run_sweep(
     name: str, store: str, storage: str, trials: int, epochs: int = 1,
     prune_below: float | None = PRUNE_BELOW, enqueue: bool = True, kill_first_worker: bool = False,
 ) -> Sweep:  # fmt: skip
     """What notebook 06's scale-out cell does, against the MLflow store ``store``, with 2
-    workers of 1 torch thread each."""
+    workers of 1 torch thread each. Pruning is made certain with ``enqueue``: the first two
+    trials are queued with known values, one that learns slowly (val_acc about 0.56 after one
+    epoch on the subset) and one that learns fast (about 0.71), and the workers prune below 0.6
+    (``--prune-below``: Optuna's ThresholdPruner)."""
     mlflow.set_tracking_uri(store)
     study = optuna.create_study(
         study_name=name, storage=sweeps.study_storage(storage), direction="maximize"
@@ -83,12 +105,7 @@ def run_sweep(
             for i, share in enumerate([trials // 2 + trials % 2, trials // 2])
         ]  # fmt: skip
         if kill_first_worker:
-            deadline = time.monotonic() + 300
-            while (run := _running_child_of(client, experiment_id, workers[0].pid)) is None:
-                assert time.monotonic() < deadline and workers[0].poll() is None
-                time.sleep(0.5)
-            killed_trial = int(run.data.tags["optuna.trial_number"])
-            os.kill(workers[0].pid, signal.SIGKILL)
+            killed_trial = _kill_in_the_middle_of_a_trial(client, study, experiment_id, workers[0])
         logs = [worker.communicate(timeout=900)[0] for worker in workers]
         assert sweeps.close_stale_trials(study) == []
     children = client.search_runs(
@@ -97,10 +114,12 @@ def run_sweep(
     return Sweep(study, client.get_run(parent.info.run_id), children, workers, logs, killed_trial)
 
 
-def check_children_match_trials(sweep: Sweep, epochs: int) -> dict[str, int]:
-    """Each trial has exactly one child run, with its params and state; returns the count of
-    children by state tag."""
-    trials = sweep.study.get_trials()
+def check_children_match_trials(
+    sweep: Sweep, epochs: int, trials: list[optuna.trial.FrozenTrial] | None = None
+) -> dict[str, int]:
+    """Each trial (default: every trial of the study) has exactly one child run, with its params
+    and state; returns the count of children by state tag."""
+    trials = sweep.study.get_trials() if trials is None else trials
     by_run = {run.info.run_id: run for run in sweep.children}
     assert len(by_run) == len(sweep.children)
     numbers = [int(run.data.tags["optuna.trial_number"]) for run in sweep.children]
@@ -160,30 +179,7 @@ def local_store():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def local_sweep(local_store) -> Sweep:
-    storage = sweeps.default_storage(local_store)
-    assert storage == local_store.replace("/mlflow.db", "/optuna.db")
-    return run_sweep("sweep-local", local_store, storage, trials=4)
-
-
-def test_two_workers_n_trials_one_parent_n_children(local_sweep):
-    sweep = local_sweep
-    assert [worker.returncode for worker in sweep.workers] == [0, 0], sweep.logs
-    trials = sweep.study.get_trials()
-    assert len(trials) == 4 and len(sweep.children) == 4
-    states = check_children_match_trials(sweep, epochs=1)
-    assert trials[0].state == TrialState.PRUNED and trials[1].state == TrialState.COMPLETE
-    assert states.get("PRUNED", 0) >= 1 and states.get("COMPLETE", 0) >= 1
-    assert sum(states.values()) == 4
-    assert sweep.parent.info.status == "FINISHED"
-    # both workers ran trials, and at the same time
-    workers = {run.data.tags["sweep.worker"] for run in sweep.children}
-    assert {w.rsplit(":", 1)[1] for w in workers} == {str(p.pid) for p in sweep.workers}
-    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
-
-
+@pytest.mark.timeout(900)
 def test_a_killed_worker_fails_its_trial_and_the_parent_still_closes(local_store):
     sweep = run_sweep(
         "sweep-killed", local_store, sweeps.default_storage(local_store), trials=2, epochs=3,
@@ -204,40 +200,44 @@ def test_a_killed_worker_fails_its_trial_and_the_parent_still_closes(local_store
     assert sweep.parent.info.status == "FINISHED"
 
 
-# -- the notebook ------------------------------------------------------------------------------
-def _parents(client: MlflowClient) -> list:
-    found = client.get_experiment_by_name("fashion_images_prediction_sweeps")
-    if found is None:
-        return []
-    return client.search_runs(
+# -- the notebook, on the team server ---------------------------------------------------------------
+EXPERIMENT, MODEL, STUDY = (
+    "fashion_images_prediction_sweeps", "fmnist-image-predictor-sweep", "fmnist-image-predictor-sweep"
+)  # fmt: skip
+
+
+@pytest.fixture()
+def parents(notebooks, as_alice) -> list:
+    """Notebook 06's parent runs on the team server, newest first: one per execution."""
+    for round_ in (1, 2):
+        notebooks.execution(SWEEPS, round_)
+    found = as_alice.get_experiment_by_name(EXPERIMENT)
+    return as_alice.search_runs(
         [found.experiment_id], filter_string="attributes.run_name = 'sweep'",
         order_by=["attributes.start_time DESC"],
     )  # fmt: skip
 
 
 @pytest.mark.notebook
-def test_notebook_06_runs_twice_resumes_the_study_and_the_parent_keeps_the_best(
-    tmp_path, execute_notebook
-):
-    from notebooks import run_notebook  # tools/notebooks.py
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+def test_notebook_06_runs_twice_resumes_the_study_and_the_parent_keeps_the_best(parents):
     client = MlflowClient()
-    if not _parents(client):  # run alone, without nbmake's first run
-        run_notebook(project_root() / "notebooks" / NOTEBOOK, tmp_path)
-    execute_notebook(NOTEBOOK)
-    trials_per_run = int(os.environ.get("DLTRACK_SWEEP_TRIALS", "8"))
-    parents = _parents(client)
-    assert len(parents) >= 2
-    # the first run started the study, every later one resumed it (the parent's param)
-    assert [p.data.params["resumed"] for p in parents] == ["True"] * (len(parents) - 1) + ["False"]
-    for parent in parents[:2]:
+    assert len(parents) == 2
+    # the first execution started the study, the second resumed it (the parent's param)
+    assert [p.data.params["resumed"] for p in parents] == ["True", "False"]
+    study = optuna.load_study(study_name=STUDY, storage=sweeps.study_storage(sweeps.default_storage()))
+    for parent in parents:
         assert parent.info.status == "FINISHED"
         children = client.search_runs(
             [parent.info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         )
-        assert len(children) == trials_per_run
+        assert len(children) == int(parent.data.params["trials"])
+        mine = [t for t in study.trials if t.user_attrs.get("mlflow_parent_run_id") == parent.info.run_id]
+        sweep = Sweep(study, parent, children, [], [])
+        check_children_match_trials(sweep, epochs=int(parent.data.params["epochs"]), trials=mine)
+        # every worker ran its share of the trials
+        workers = {c.data.tags["sweep.worker"] for c in children}
+        assert len(workers) == min(int(parent.data.params["workers"]), len(children))
         completed = [c for c in children if c.data.tags["optuna.trial_state"] == "COMPLETE"]
         top = max(c.data.metrics["val_acc"] for c in completed)
         assert parent.data.metrics["best_val_acc"] == pytest.approx(top)
@@ -248,91 +248,62 @@ def test_notebook_06_runs_twice_resumes_the_study_and_the_parent_keeps_the_best(
             assert parent.data.params[f"best_{name}"] == best.data.params[name]
         artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
         assert artifacts == {"sweep/optimization_history.png", "sweep/intermediate_values.png"}
-    study = optuna.load_study(
-        study_name="fmnist-image-predictor-sweep", storage=sweeps.default_storage()
-    )
-    assert len(study.trials) == trials_per_run * len(parents)
-    versions = client.search_model_versions("name = 'fmnist-image-predictor-sweep'")
-    assert len(versions) == len(parents)
+    assert len(study.trials) == sum(int(p.data.params["trials"]) for p in parents)
+    versions = client.search_model_versions(f"name = '{MODEL}'")
     assert {v.run_id for v in versions} == {p.info.run_id for p in parents}
-    champion = client.get_model_version_by_alias("fmnist-image-predictor-sweep", "champion")
+    champion = client.get_model_version_by_alias(MODEL, "champion")
     assert client.get_model_version(champion.name, champion.version).tags["promotion"]
 
 
-# -- team mode ---------------------------------------------------------------------------------
 @pytest.mark.team
-def test_two_workers_share_a_study_in_the_team_postgresql(team, monkeypatch):  # noqa: F811
-    from dltrack.team.studies import STUDY_DB, STUDY_ROLE, ensure_study_storage
+@pytest.mark.notebook
+def test_the_study_has_its_own_database_and_role_in_the_team_postgresql(parents, team):
+    from dltrack.team.studies import STUDY_DB, STUDY_ROLE
 
-    try:
-        team.add_user("carol")
-        for key, value in team.client_env("carol").items():
-            monkeypatch.setenv(key, value)
-        storage = ensure_study_storage(team)
-        password = (team.secrets_dir / "optuna-db-password").read_text().strip()
-        assert (
-            storage.startswith(f"postgresql+psycopg2://{STUDY_ROLE}@") and password not in storage
-        )
-        sweep = run_sweep("sweep-team", team.url, storage, trials=2)
-        assert [worker.returncode for worker in sweep.workers] == [0, 0], sweep.logs
-        assert len(sweep.study.get_trials()) == 2 and len(sweep.children) == 2, sweep.logs
-        states = check_children_match_trials(sweep, epochs=1)
-        assert states.get("PRUNED", 0) >= 1 and states.get("COMPLETE", 0) >= 1
-        assert {run.info.user_id for run in [sweep.parent, *sweep.children]} == {"carol"}
-        # the study has its own database, owned by its own role, which cannot read MLflow's
-        connection = team.postgres.connect()
-        cursor = connection.cursor()
-        cursor.execute(
-            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (STUDY_DB,)
-        )
-        assert cursor.fetchone() == (STUDY_ROLE,)
-        connection.close()
-        import psycopg2
+    storage = sweeps.default_storage()
+    password = (team.secrets_dir / "optuna-db-password").read_text().strip()
+    assert storage.startswith(f"postgresql+psycopg2://{STUDY_ROLE}@") and password not in storage
+    assert STUDY in optuna.get_all_study_names(sweeps.study_storage(storage))
+    connection = team.postgres.connect()
+    cursor = connection.cursor()
+    cursor.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (STUDY_DB,))
+    assert cursor.fetchone() == (STUDY_ROLE,)
+    connection.close()
+    import psycopg2
 
-        as_study_role = psycopg2.connect(
-            host="127.0.0.1", port=team.pg_port, user=STUDY_ROLE, password=password,
-            dbname="mlflow",
-        )  # fmt: skip
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
-            as_study_role.cursor().execute("SELECT count(*) FROM runs")
-        as_study_role.close()
-    finally:
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-
-
-# -- the browser -------------------------------------------------------------------------------
-class MlflowUI(BackgroundServer):
-    """``mlflow ui`` on the test's store, on a free port."""
-
-    ready_path = "/health"
-    name = "mlflow-ui"
-
-    def command(self) -> list[str]:  # noqa: D102
-        return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.store,
-                "--host", self.host, "--port", str(self.port), "--workers", "1"]  # fmt: skip
+    as_study_role = psycopg2.connect(
+        host="127.0.0.1", port=team.pg_port, user=STUDY_ROLE, password=password, dbname="mlflow",
+    )  # fmt: skip
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        as_study_role.cursor().execute("SELECT count(*) FROM runs")
+    as_study_role.close()
 
 
 @pytest.mark.browser
-def test_the_parent_run_page_lists_its_children(local_sweep, local_store, browser):
-    ui = MlflowUI(extra_env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    ui.store = local_store
-    parent = local_sweep.parent
-    expected = {run.info.run_name: run.info.run_id for run in local_sweep.children}
-    with ui:
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        context.set_default_timeout(60_000)
-        page = context.new_page()
-        page.goto(tracking.run_url(parent.info.experiment_id, parent.info.run_id, base=ui.url))
-        page.get_by_text("Child runs").first.wait_for()
-        found = {}
-        for name in expected:
-            link = page.get_by_role("link", name=name, exact=True).first
-            link.wait_for()
-            found[name] = (link.get_attribute("href") or "").rsplit("/runs/", 1)[1].split("?")[0]
-        shots = project_root() / "build" / "screenshots"
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / "sweep-parent-run.png"))
-        context.close()
+@pytest.mark.notebook
+def test_the_parent_run_page_lists_its_children(parents, team, browser):
+    parent = parents[0]
+    children = MlflowClient().search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    expected = {run.info.run_name: run.info.run_id for run in children}
+    context = browser.new_context(
+        http_credentials={"username": "alice", "password": os.environ["MLFLOW_TRACKING_PASSWORD"]},
+        viewport={"width": 1440, "height": 900},
+    )
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    page.goto(tracking.run_url(parent.info.experiment_id, parent.info.run_id, base=team.url))
+    page.get_by_text("Child runs").first.wait_for()
+    found = {}
+    for name in expected:
+        link = page.get_by_role("link", name=name, exact=True).first
+        link.wait_for()
+        found[name] = (link.get_attribute("href") or "").rsplit("/runs/", 1)[1].split("?")[0]
+    shots = project_root() / "build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "sweep-parent-run.png"))
+    context.close()
     assert found == expected
 
 

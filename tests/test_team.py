@@ -1,6 +1,8 @@
 """Team mode against a real stack: PostgreSQL started with initdb/pg_ctl, ``mlflow server`` with
-its basic-auth app and proxied artifacts, on free ports on 127.0.0.1 (dltrack.team.TeamServer).
-The tests run in file order; the last one kills both servers and starts them again.
+its basic-auth app and proxied artifacts, on free ports on 127.0.0.1 (dltrack.team.TeamServer),
+started once per test session (the ``team`` fixture in conftest.py), the stack notebooks 05 and
+06 run on. The test that kills both servers and starts them again is marked
+``destroys_servers``: conftest.py orders it after every other test.
 """
 
 from __future__ import annotations
@@ -27,41 +29,16 @@ from mlflow import MlflowClient
 from dltrack import serving, tracking
 from dltrack.serving.process import free_port
 from dltrack.team import PostgresError, TeamServer, TeamServerError, server_binaries
+from executions import DDP, SWEEPS
+from teamstack import postgres_or_skip, team_home
 
 pytestmark = pytest.mark.team
 
 
-def _postgres_or_skip() -> None:
-    try:
-        server_binaries()
-    except PostgresError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test team mode: {err}")
-        pytest.skip(str(err))
-
-
-def _home() -> Path:
-    """A fresh state folder the 'postgres' user can enter (pytest's tmp_path, 0700 under
-    /tmp/pytest-of-root, is not)."""
-    home = Path(tempfile.mkdtemp(prefix="dltrack-team-"))
-    home.chmod(0o755)
-    return home
-
-
 @pytest.fixture(scope="module")
-def team():
-    _postgres_or_skip()
-    server = TeamServer(_home(), port=free_port(), pg_port=free_port())
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.home, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def accounts(team) -> dict[str, dict[str, str]]:
-    """Two learners, alice and bob: their client environments."""
-    return {name: team.client_env(name) for name in ("alice", "bob") if team.add_user(name)}
+def accounts(team_accounts) -> dict[str, dict[str, str]]:
+    """Two learners, alice and bob: their client environments (the session's accounts)."""
+    return team_accounts
 
 
 def _as(monkeypatch, env: dict[str, str]) -> None:
@@ -108,70 +85,68 @@ def test_wrong_or_missing_password_is_401(team, accounts):
 
 
 # -- the notebooks, unchanged ---------------------------------------------------------------------
+TEAM_NOTEBOOKS = {  # notebook: its experiment, run name and registered model
+    DDP: ("fashion_images_prediction_ddp", "ddp-cnn", "fmnist-image-predictor-ddp"),
+    SWEEPS: ("fashion_images_prediction_sweeps", "sweep", "fmnist-image-predictor-sweep"),
+}
+
+
 @pytest.mark.notebook
-@pytest.mark.parametrize(
-    ("notebook", "experiment", "model"),
-    [
-        ("01_tensorflow_fashion_mnist.ipynb", "fashion_images_prediction_tf",
-         "fashion_mnist_prediction_model"),
-        ("02_pytorch_lightning_fashion_mnist.ipynb", "fashion_images_prediction_pytorch",
-         "fmnist-image-predictor"),
-    ],
-)  # fmt: skip
-def test_notebooks_run_unchanged_against_the_server(
-    team, accounts, notebook, experiment, model, monkeypatch, tmp_path, restore_tracking
-):
-    from dltrack.config import project_root
-    from notebooks import run_notebook  # tools/notebooks.py
+@pytest.mark.parametrize("notebook", sorted(TEAM_NOTEBOOKS))
+def test_team_mode_notebooks_track_as_alice_and_print_no_secret(notebook, notebooks, team, as_alice):
+    """Notebooks 05 and 06 ran unchanged against the server as alice: both runs are hers and
+    FINISHED, the executed copies hold no password, and they link the server's training view
+    (MLflow's own GenAI overview link is off)."""
+    experiment, run_name, model = TEAM_NOTEBOOKS[notebook]
+    texts = [notebooks.execution(notebook, round_).executed.read_text() for round_ in (1, 2)]
+    password = os.environ["MLFLOW_TRACKING_PASSWORD"]
+    assert not [text for text in texts if password in text]
+    client = as_alice
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], f"attributes.run_name = '{run_name}'",
+                              order_by=["attributes.start_time DESC"])  # fmt: skip
+    assert len(runs) == 2
+    assert {(run.info.status, run.info.user_id) for run in runs} == {("FINISHED", "alice")}
+    assert tracking.run_url(found.experiment_id, runs[0].info.run_id, team.url) in texts[1]
+    assert "View experiment at" not in texts[1]
+    assert client.get_model_version_by_alias(model, "champion").tags["promotion"]
 
-    alice = accounts["alice"]
-    _as(monkeypatch, alice)
-    executed = run_notebook(project_root() / "notebooks" / notebook, tmp_path).read_text()
-    assert alice["MLFLOW_TRACKING_PASSWORD"] not in executed
 
-    client = MlflowClient()
-    run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])[0]
-    assert run.info.status == "FINISHED" and run.info.user_id == "alice"
-    # The run's link points at the server's training view; MLflow's own (GenAI overview) is off.
-    assert tracking.run_url(run.info.experiment_id, run.info.run_id, team.url) in executed
-    assert "View experiment at" not in executed
-    assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
-    champion = client.get_model_version_by_alias(model, "champion")
-    assert champion.run_id == run.info.run_id
-    shape = (3, 28, 28, 1) if notebook.startswith("01") else (3, 1, 28, 28)  # NHWC, NCHW
-    images = np.random.default_rng(0).random(shape, dtype=np.float32)
+@pytest.mark.notebook
+def test_the_team_champion_loads_and_serves_through_the_artifact_proxy(notebooks, as_alice):
+    """Notebook 05's champion, by alias and by its logged model's URI, through the server's
+    artifact proxy, and served by ``mlflow models serve`` signed in as alice: the same answers."""
+    notebooks.second(DDP)
+    model = TEAM_NOTEBOOKS[DDP][2]
+    champion = as_alice.get_model_version_by_alias(model, "champion")
+    images = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     by_alias = mlflow.pyfunc.load_model(f"models:/{model}@champion").predict(images)
-    by_run = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(images)
-    np.testing.assert_allclose(by_alias, by_run, atol=1e-6)  # both through the artifact proxy
+    by_source = mlflow.pyfunc.load_model(champion.source).predict(images)
+    np.testing.assert_allclose(by_alias, by_source, atol=1e-6)
     with serving.ModelServer(f"models:/{model}@champion") as server:
         served = serving.predict(server.url, images)
     np.testing.assert_allclose(served, by_alias, atol=1e-5)
 
 
 @pytest.mark.browser
-def test_the_servers_ui_shows_the_runs_and_the_registered_models(
-    team, accounts, browser, monkeypatch, restore_tracking
-):
-    """After the notebook tests: alice signs in to the server's UI and sees both runs and both
-    registered models (the same page any team member opens)."""
-    alice = accounts["alice"]
-    _as(monkeypatch, alice)  # the client below signs in as alice too
-    client = MlflowClient(team.url)
+def test_the_servers_ui_shows_the_runs_and_the_registered_models(notebooks, team, as_alice, browser):
+    """alice signs in to the server's UI and sees the team-mode notebooks' runs and registered
+    models (the same page any team member opens)."""
+    for notebook in TEAM_NOTEBOOKS:
+        notebooks.second(notebook)
+    password = os.environ["MLFLOW_TRACKING_PASSWORD"]
     context = browser.new_context(
-        http_credentials={"username": "alice", "password": alice["MLFLOW_TRACKING_PASSWORD"]},
+        http_credentials={"username": "alice", "password": password},
         viewport={"width": 1440, "height": 900},
     )
     context.set_default_timeout(60_000)
     page = context.new_page()
-    for experiment, run_name in [("fashion_images_prediction_tf", "keras-cnn"),
-                                 ("fashion_images_prediction_pytorch", "lightning-cnn")]:  # fmt: skip
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            pytest.skip("run with the notebook tests of this module")
+    for experiment, run_name, _ in TEAM_NOTEBOOKS.values():
+        found = as_alice.get_experiment_by_name(experiment)
         page.goto(tracking.experiment_url(found.experiment_id, base=team.url))
         page.get_by_role("link", name=run_name, exact=True).first.wait_for()
     page.goto(tracking.registry_url(base=team.url))
-    for model in ("fashion_mnist_prediction_model", "fmnist-image-predictor"):
+    for _, _, model in TEAM_NOTEBOOKS.values():
         page.get_by_role("link", name=model, exact=True).first.wait_for()
     context.close()
 
@@ -303,14 +278,14 @@ def test_starting_again_is_harmless(team):
 
 
 def test_a_taken_port_is_named_before_anything_starts():
-    _postgres_or_skip()
+    postgres_or_skip()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         for server, which in [
-            (TeamServer(_home(), port=port, pg_port=free_port()), "the MLflow server"),
-            (TeamServer(_home(), port=free_port(), pg_port=port), "PostgreSQL"),
+            (TeamServer(team_home(), port=port, pg_port=free_port()), "the MLflow server"),
+            (TeamServer(team_home(), port=free_port(), pg_port=port), "PostgreSQL"),
         ]:
             with pytest.raises(
                 TeamServerError,
@@ -322,7 +297,7 @@ def test_a_taken_port_is_named_before_anything_starts():
 
 
 def test_an_unwritable_folder_is_named(tmp_path):
-    _postgres_or_skip()
+    postgres_or_skip()
     if (
         os.geteuid() == 0
     ):  # as root, PostgreSQL runs as 'postgres', which cannot enter a 0700 folder
@@ -497,7 +472,7 @@ def test_stop_never_signals_a_pid_that_is_no_longer_the_server(tmp_path):
         bystander.wait()
 
 
-# -- recovery: SIGKILL in the middle of logging (last: it restarts both servers) ----------------
+# -- recovery: SIGKILL in the middle of logging (ordered last: it restarts both servers) ----------------
 def _snapshot(team) -> dict:
     """Every run, metric history, artifact list and registered version alice can see."""
     client = MlflowClient(team.url)
@@ -546,6 +521,7 @@ def _acks(path: Path, kind: str) -> list[int]:
     return [int(line.split()[1]) for line in lines if line.startswith(f"{kind} ")]
 
 
+@pytest.mark.destroys_servers
 def test_sigkill_in_the_middle_of_logging_loses_no_acknowledged_write(
     team, accounts, monkeypatch, restore_tracking, tmp_path
 ):

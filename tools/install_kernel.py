@@ -1,5 +1,5 @@
 """Register this virtual environment as the Jupyter kernel the notebooks name: ``dltrack``
-("Python 3 (dltrack)"), inside the venv (``--sys-prefix``), so JupyterLab, nbmake and
+("Python 3 (dltrack)"), inside the venv (``--sys-prefix``), so JupyterLab, the tests and
 ``make demo`` all run the notebooks with the project's packages.
 
 One setting differs from ``python -m ipykernel install``: ``--IPKernelApp.capture_fd_output=False``.

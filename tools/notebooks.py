@@ -24,9 +24,15 @@ __all__ = ["main", "report", "run_notebook"]
 ACCURACY_KEYS = ("accuracy_score", "test_acc", "test_accuracy")
 
 
-def run_notebook(path: Path, output_dir: Path, timeout: int = 1800) -> Path:
+def run_notebook(
+    path: Path, output_dir: Path, timeout: int = 1800, env: dict[str, str] | None = None
+) -> Path:
     """Execute ``path`` with its folder as working directory, in the kernel its metadata
     names; write the executed copy to ``output_dir``.
+
+    Args:
+        timeout: seconds any one cell may run before the execution fails.
+        env: the kernel's whole environment; default: this process's.
 
     Returns:
         The executed notebook's path in ``output_dir``.
@@ -45,7 +51,7 @@ def run_notebook(path: Path, output_dir: Path, timeout: int = 1800) -> Path:
         notebook, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
     )
     try:
-        client.execute()
+        client.execute(**({"env": env} if env is not None else {}))
     finally:
         nbformat.write(notebook, target)
     return target

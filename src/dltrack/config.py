@@ -1,7 +1,7 @@
 """Project paths and notebook parameters.
 
 Every path the notebooks use is resolved here, from the package, never from the current
-directory: nbmake and Jupyter run a notebook with ``notebooks/`` as working directory, the
+directory: Jupyter and the tests run a notebook with ``notebooks/`` as working directory, the
 Makefile runs from the project root, and both must see the same data and the same MLflow store.
 """
 
