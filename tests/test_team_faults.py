@@ -193,7 +193,7 @@ def test_a_storage_url_with_a_password_is_in_no_command_line_and_no_output(two_s
         time.sleep(0.2)
     out, err = notebook.communicate(timeout=60)
     assert notebook.returncode == 0, err[-3000:]
-    assert argv_file.read_text().count("dltrack.sweeps") == 2  # both workers ran
-    assert "join from another terminal" in out and "***" in out
     for text in (out, err, argv_file.read_text(), "\n".join(command_lines)):
         assert password not in text
+    assert argv_file.read_text().count("dltrack.sweeps") == 2  # both workers ran
+    assert "join from another terminal" in out and "***" in out
