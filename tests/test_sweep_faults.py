@@ -174,9 +174,11 @@ def test_a_failed_worker_fails_the_parent_run(store, tmp_path):
         "import warnings\n", f"import warnings\nsys.executable = {str(failing)!r}\n", 1
     )
     out = _run_notebook_script(script, store, tmp_path, DLTRACK_SWEEP_TRIALS="2")
-    assert out.returncode == 1 and "RuntimeError: workers failed" in out.stderr, out.stderr
+    assert out.returncode == 1, out.stderr[-3000:]
     (parent,) = _parents()
     assert parent.info.status == "FAILED"
+    assert "RuntimeError: workers failed" in out.stderr
+    assert ": 3}" in out.stderr  # pid: exit code
 
 
 def _seed_a_strong_study(store: str, epochs: int) -> None:
@@ -190,7 +192,6 @@ def _seed_a_strong_study(store: str, epochs: int) -> None:
         study_name="fmnist-image-predictor-sweep", direction="maximize",
         storage=sweeps.study_storage(sweeps.default_storage(store)),
     )  # fmt: skip
-    sweeps.check_study_settings(study, sweeps.study_settings(epochs))
     experiment_id = tracking.prepare_experiment("fashion_images_prediction_sweeps")
     params = {"learning_rate": 1e-3, "dropout_rate": 0.25, "batch_size": 64, "hidden_units": 150}
     distributions = {
@@ -231,3 +232,22 @@ def test_the_notebook_ends_cleanly_when_every_trial_of_a_sweep_is_pruned(
     assert [t.state for t in study.get_trials()][2:] == [TrialState.PRUNED] * 2
     (parent,) = _parents()
     assert parent.info.status == "FINISHED" and parent.data.params["best_trial"] in ("0", "1")
+
+
+@pytest.mark.timeout(400)
+def test_a_trial_logs_its_metrics_once_per_epoch_at_step_epoch(store):
+    """Before: Lightning's MLFlowLogger logged at the global batch count, so trials of other
+    batch sizes did not line up by epoch."""
+    storage = sweeps.default_storage(store)
+    optuna.create_study(study_name="steps", storage=sweeps.study_storage(storage))
+    experiment_id = tracking.prepare_experiment("steps")
+    with mlflow.start_run(experiment_id=experiment_id, run_name="sweep") as parent:
+        worker = _worker("steps", parent.info.run_id, storage, trials=1, epochs=2, seed=0)
+        log = worker.communicate(timeout=300)[0]
+    assert worker.returncode == 0, log
+    client = MlflowClient()
+    (child,) = client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    for key in ("val_acc", "val_loss", "train_acc", "train_loss"):
+        assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0, 1], key

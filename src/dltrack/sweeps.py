@@ -66,6 +66,7 @@ __all__ = [
     "close_stale_trials",
     "default_storage",
     "end_stale_trial",
+    "epoch_metrics_callback",
     "fail_trials_of_dead_workers",
     "load_worker_study",
     "main",
@@ -256,6 +257,33 @@ def suggest(trial: optuna.Trial) -> dict[str, float | int]:
     }
 
 
+def epoch_metrics_callback():
+    """A Lightning callback that logs the epoch's metrics to the active MLflow run at
+    ``step=epoch`` (from 0): ``val_*`` when validation ends (so a pruned trial's last epoch is
+    there too), ``train_*`` when the training epoch ends. Trials of other batch sizes then line
+    up by epoch in the UI, which Lightning's ``MLFlowLogger`` (the global batch count as the
+    step) does not do."""
+    import lightning as L
+
+    class EpochMetrics(L.Callback):
+        def _log(self, trainer: L.Trainer, prefix: str) -> None:
+            metrics = {
+                key: float(value)
+                for key, value in trainer.callback_metrics.items()
+                if key.startswith(prefix)
+            }
+            mlflow.log_metrics(metrics, step=trainer.current_epoch)
+
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if not trainer.sanity_checking:
+                self._log(trainer, "val_")
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self._log(trainer, "train_")
+
+    return EpochMetrics()
+
+
 class TrialLostError(RuntimeError):
     """The trial was failed by another process while this worker was paused."""
 
@@ -276,8 +304,8 @@ class Objective:
     """One trial: train notebook 02's CNN with the suggested values in an MLflow child run of
     ``parent_run_id``; return the last epoch's validation accuracy (a float in [0, 1]).
 
-    The child run holds the trial's params, the per-epoch metrics (Lightning's ``MLFlowLogger``
-    writes what the module logs into the child run), a completed trial's weights
+    The child run holds the trial's params, the per-epoch metrics at ``step=epoch``
+    (:func:`epoch_metrics_callback`), a completed trial's weights
     (:data:`WEIGHTS`), and tags ``optuna.study``, ``optuna.trial_number``,
     ``optuna.trial_state`` (COMPLETE or PRUNED; a pruned trial also ``optuna.pruned_at_epoch``,
     from 0; FAIL if another process failed the trial meanwhile) and ``sweep.worker``
@@ -308,7 +336,6 @@ class Objective:
         trial.set_user_attr("worker", _this_worker())
         import lightning as L
         import torch
-        from lightning.pytorch.loggers import MLFlowLogger
         from optuna_integration import PyTorchLightningPruningCallback
 
         from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
@@ -334,9 +361,9 @@ class Objective:
             mlflow.log_params({**params, "seed": self.seed, "max_epochs": self.epochs})
             trainer = L.Trainer(
                 max_epochs=self.epochs, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, log_every_n_steps=1,
-                callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
-                logger=MLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=child.info.run_id),
+                enable_model_summary=False, logger=False,
+                callbacks=[epoch_metrics_callback(),  # before the pruner: the last epoch logged
+                           PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
             )  # fmt: skip
             try:
                 trainer.fit(model, datamodule=datamodule)
