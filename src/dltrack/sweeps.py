@@ -70,6 +70,7 @@ __all__ = [
     "fail_trials_of_dead_workers",
     "load_worker_study",
     "main",
+    "run_trials",
     "shown_url",
     "study_settings",
     "study_storage",
@@ -489,6 +490,27 @@ def load_worker_study(
     )
 
 
+def run_trials(study: optuna.Study, objective: Objective, trials: int) -> None:
+    """The worker's loop: ``trials`` times, fail the trials of dead workers
+    (:func:`fail_trials_of_dead_workers`), then ``study.optimize(objective, n_trials=1)``. A
+    trial another process failed while this worker was paused is dropped with a message.
+
+    Raises:
+        Exception: what ``study.optimize`` raised for any other reason.
+    """
+    for _ in range(trials):
+        fail_trials_of_dead_workers(study)
+        try:
+            study.optimize(objective, n_trials=1)
+        except (ValueError, TrialLostError, optuna.exceptions.UpdateFinishedTrialError):
+            number = objective.current
+            if number is None or _trial(study, number).state != TrialState.FAIL:
+                raise
+            print(f"trial {number} was failed by another process while this worker was "
+                  f"paused (no heartbeat for {GRACE_SECONDS} s); its parameters were queued "
+                  "again and its result is dropped", flush=True)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``--trials`` trials of the study ``--study`` as children of ``--parent-run-id``;
     print one line per trial. Exit status 0; 2 for bad arguments, a password on the command
@@ -519,19 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     except StudySettingsError as err:
         parser.error(str(err))
     objective = Objective(args.parent_run_id, args.data_dir, args.epochs, args.train_seed)
-    for _ in range(args.trials):
-        fail_trials_of_dead_workers(study)
-        try:
-            study.optimize(objective, n_trials=1)
-        except (ValueError, TrialLostError, optuna.exceptions.UpdateFinishedTrialError):
-            if (
-                objective.current is None
-                or _trial(study, objective.current).state != TrialState.FAIL
-            ):
-                raise
-            print(f"trial {objective.current} was failed by another process while this "
-                  f"worker was paused (no heartbeat for {GRACE_SECONDS} s); its parameters "
-                  "were queued again and its result is dropped", flush=True)  # fmt: skip
+    run_trials(study, objective, args.trials)
     return 0
 
 
