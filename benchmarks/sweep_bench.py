@@ -66,11 +66,12 @@ def sweep(
         started = time.perf_counter()
         processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "dltrack.sweeps", "--study", name, "--storage", storage,
-                 "--parent-run-id", parent.info.run_id, "--trials", str(share),
+                [sys.executable, "-m", "dltrack.sweeps", "--study", name, "--parent-run-id",
+                 parent.info.run_id, "--trials", str(share),
                  "--epochs", str(epochs), "--data-dir", data, "--seed", str(i),
                  "--threads", str(max(1, threads // workers)), "--prune-below", "0"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                env=dict(os.environ, **{sweeps.STORAGE_ENV_VAR: storage}),
             )
             for i, share in enumerate(shares)
         ]  # fmt: skip

@@ -12,6 +12,7 @@ signalled. psutil reads processes on Linux and macOS alike.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -167,29 +168,53 @@ def wait_until(ready: Callable[[], bool], alive: Callable[[], bool], timeout: fl
     return False
 
 
+def _group_members(leader: psutil.Process) -> list[psutil.Process]:
+    """The processes of ``leader``'s process group (when it leads one) and its descendants."""
+    members = {leader.pid: leader}
+    try:
+        group = os.getpgid(leader.pid)
+        for child in leader.children(recursive=True):
+            members.setdefault(child.pid, child)
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return list(members.values())
+    if group == leader.pid:
+        for process in psutil.process_iter():
+            try:
+                if os.getpgid(process.pid) == group:
+                    members.setdefault(process.pid, process)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                continue
+    return list(members.values())
+
+
 def stop(
     record: ProcessRecord, process: subprocess.Popen | None = None, timeout: float = 10.0
 ) -> None:
-    """Stop the recorded process and its process group: SIGTERM, then SIGKILL after ``timeout``
-    seconds. Nothing is signalled unless the pid is still the recorded process (start time and
-    command line checked with psutil). ``process``, when this process started it, is reaped.
+    """Stop the recorded process and every process of its group: SIGTERM to all of them, then
+    SIGKILL to each one still alive after ``timeout`` seconds (psutil's ``wait_procs``), so a
+    member that ignores SIGTERM or outlives the leader is killed too. Nothing is signalled
+    unless the pid is still the recorded process (start time and command line checked with
+    psutil). ``process``, when this process started it, is reaped.
     """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        target = record.process()
-        if target is None:
-            break
+    target = record.process()
+    if target is not None:
+        members = _group_members(target)
         try:
-            if os.getpgid(target.pid) == target.pid:  # a group leader: its children too
-                os.killpg(target.pid, sig)
-            else:
-                target.send_signal(sig)
-        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
-            break
-        try:
-            target.wait(timeout)
-            break
-        except psutil.TimeoutExpired:
-            continue
+            leads_group = os.getpgid(target.pid) == target.pid
+        except ProcessLookupError:
+            leads_group = False
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if leads_group:  # also a member started since the list was made
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(target.pid, sig)
+            for member in members:
+                try:
+                    member.send_signal(sig)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            _, members = psutil.wait_procs(members, timeout=timeout)
+            if not members:
+                break
     if process is not None:
         try:
             process.wait(timeout)

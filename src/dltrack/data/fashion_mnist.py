@@ -21,9 +21,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from dltrack.config import cache_dir, data_dir
 from dltrack.data.checksums import DatasetError, verify_file
@@ -193,6 +197,30 @@ def prepare_keras_fashion_mnist(data_dir_: str | os.PathLike[str] | None = None)
     return target
 
 
+#: Seconds a process waits for another that prepares the same torchvision folder.
+PREPARE_LOCK_TIMEOUT = 300
+
+
+def _release_folder(release: str) -> str:
+    """A folder name for a release, e.g. ``fashion-mnist-small-2-000-train-500-test-shipped``."""
+    return re.sub(r"[^a-z0-9]+", "-", release.lower()).strip("-")
+
+
+def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``target`` through a temporary file in its folder, then ``os.replace`` it into
+    place: a reader sees the old file or the whole new one, never a part."""
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def prepare_torchvision_fashion_mnist(
     data_dir_: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
@@ -204,30 +232,54 @@ def prepare_torchvision_fashion_mnist(
     uncompressed IDX files; they are decompressed there (about 55 MB for the full set, 2 MB for
     the subset) and re-made when the chosen source changes (tracked in ``source.json``).
 
+    Several processes may prepare at once (DDP ranks, sweep workers, a notebook beside them):
+    one at a time holds the folder's lock (``filelock``, ``raw/.prepare.lock``), and each file is
+    written to a temporary name and renamed into place, so a reader never sees a part of one.
+    The default ``root`` is one folder per release, so a subset notebook beside a full-data
+    sweep never rewrites the other's files; two sources of other releases given the same
+    ``root`` take turns in it.
+
     Args:
         data_dir_: folder with the four ``.gz`` files; see :func:`fashion_mnist_dir`.
-        root: the ``root`` to give torchvision; default ``<project>/data/.cache/torchvision``.
+        root: the ``root`` to give torchvision; default
+            ``<project>/data/.cache/torchvision/<release>``.
 
     Returns:
         ``root``, to pass to ``torchvision.datasets.FashionMNIST``.
 
     Raises:
-        DatasetError: see :func:`verify_fashion_mnist`.
+        DatasetError: see :func:`verify_fashion_mnist`; or another process held the folder's
+            lock for :data:`PREPARE_LOCK_TIMEOUT` seconds.
     """
+    from filelock import FileLock, Timeout
+
     source = fashion_mnist_dir(data_dir_)
     release = verify_fashion_mnist(source)
-    root_path = Path(root) if root is not None else cache_dir() / "torchvision"
+    if root is not None:
+        root_path = Path(root)
+    else:
+        root_path = cache_dir() / "torchvision" / _release_folder(release)
     raw = root_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     stamp = raw / "source.json"
     wanted = {"source": str(source), "release": release}
-    have_all = all((raw / name.removesuffix(".gz")).is_file() for name in FILES)
-    if not (have_all and stamp.is_file() and json.loads(stamp.read_text()) == wanted):
-        for name in FILES:
-            with (
-                gzip.open(source / name, "rb") as src,
-                (raw / name.removesuffix(".gz")).open("wb") as dst,
-            ):
-                shutil.copyfileobj(src, dst)
-        stamp.write_text(json.dumps(wanted))
+    lock = FileLock(str(raw / ".prepare.lock"), timeout=PREPARE_LOCK_TIMEOUT)
+    try:
+        with lock:
+            have_all = all((raw / name.removesuffix(".gz")).is_file() for name in FILES)
+            if have_all and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+                return root_path
+            stamp.unlink(missing_ok=True)  # the files are about to change
+            for name in FILES:
+                with gzip.open(source / name, "rb") as src:
+                    _write_atomically(
+                        raw / name.removesuffix(".gz"), lambda dst: shutil.copyfileobj(src, dst)
+                    )
+            _write_atomically(stamp, lambda dst: dst.write(json.dumps(wanted).encode()))
+    except Timeout:
+        raise DatasetError(
+            f"Another process has held {lock.lock_file} for {PREPARE_LOCK_TIMEOUT} s while "
+            "preparing the same folder (a process that died holds no lock); wait for it to "
+            "finish, or give this process another root."
+        ) from None
     return root_path

@@ -11,6 +11,7 @@ the team's role and databases with psycopg2 without being the ``postgres`` OS us
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -69,22 +70,33 @@ def server_binaries() -> Path:
 
 
 def write_private(path: Path, text: str, replace: bool = False) -> None:
-    """Write ``text`` to a new file ``path`` readable by its owner only (mode 0600 from the
-    first byte: the file is created with that mode, never widened and narrowed afterwards).
+    """Write ``text`` to ``path``, readable by its owner only and whole or not at all: the text
+    goes to a new temporary file in the same folder, created with mode 0600 (never widened and
+    narrowed afterwards), flushed to disk (``fsync``), then put in place in one step
+    (``os.replace``; ``os.link`` when an existing file must not be replaced). A reader sees the
+    old file or the whole new one, never a part.
 
     Args:
         path: the file; its folder must exist.
         text: what it holds (a password).
-        replace: remove an existing file first; otherwise an existing file raises.
+        replace: replace an existing file; otherwise an existing file raises.
 
     Raises:
         FileExistsError: ``path`` exists and ``replace`` is false.
     """
-    if replace:
-        path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @dataclass
@@ -283,6 +295,23 @@ class PostgresCluster:
         connection.autocommit = True
         return connection
 
+    @staticmethod
+    def create_login_role(connection, name: str, password: str) -> None:
+        """``CREATE ROLE name LOGIN PASSWORD ...`` with the password's SCRAM-SHA-256 hash, made
+        here (``psycopg2.extensions.encrypt_password``): the password itself never reaches the
+        server, so a failed statement cannot put it in PostgreSQL's log.
+
+        Raises:
+            psycopg2.errors.DuplicateObject: the role exists.
+        """
+        from psycopg2 import sql
+        from psycopg2.extensions import encrypt_password
+
+        hashed = encrypt_password(password, name, connection, "scram-sha-256")
+        connection.cursor().execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(name)), (hashed,)
+        )
+
     def ensure_database(self, name: str, owner: str, password: str) -> None:
         """Create the login role ``owner`` (with ``password``) and the database ``name`` it
         owns, unless they exist."""
@@ -293,10 +322,7 @@ class PostgresCluster:
             cursor = connection.cursor()
             cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,))
             if cursor.fetchone() is None:
-                cursor.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(owner)),
-                    (password,),
-                )
+                self.create_login_role(connection, owner, password)
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cursor.fetchone() is None:
                 cursor.execute(

@@ -55,8 +55,12 @@ ADMIN = "admin"
 DB_ROLE = "mlflow"
 TRACKING_DB = "mlflow"
 AUTH_DB = "mlflow_auth"
-#: A user name: an ASCII letter or digit, then letters, digits, '.', '_' or '-'; at most 64.
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: A user name: a lower-case ASCII letter or digit, then those, '.', '_' or '-'; at most 64.
+#: Lower case only: on a case-insensitive disk (macOS) ``Alice`` and ``alice`` would be two
+#: accounts sharing one password file.
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: Seconds ``start`` waits for another ``start`` of the same folder beyond its own timeout.
+START_LOCK_MARGIN = 120
 
 
 class TeamServerError(RuntimeError):
@@ -72,15 +76,25 @@ def team_home() -> Path:
 def check_username(name: str) -> str:
     """``name`` if it is a valid user name, for every command that takes one.
 
+    Names are refused, not changed, when they hold upper-case letters: the message names the
+    lower-case form to use.
+
     Raises:
         ValueError: it is empty, longer than 64 characters, starts with something other than
-            an ASCII letter or digit, or holds characters other than those, '.', '_' and '-'.
+            a lower-case ASCII letter or digit, or holds characters other than those, '.', '_'
+            and '-'.
     """
     if not isinstance(name, str) or USERNAME.fullmatch(name) is None:
         shown = name if len(str(name)) <= 40 else f"{str(name)[:40]}... ({len(name)} characters)"
+        lower = (
+            f" (user names are lower case, so that two names never differ by case only: use "
+            f"{name.lower()!r})"
+            if isinstance(name, str) and USERNAME.fullmatch(name.lower())
+            else ""
+        )
         raise ValueError(
-            f"{shown!r} is not a user name: expected 1 to 64 characters, ASCII letters, digits, "
-            "'.', '_' or '-', starting with a letter or digit"
+            f"{shown!r} is not a user name: expected 1 to 64 characters, lower-case ASCII "
+            f"letters, digits, '.', '_' or '-', starting with a letter or digit{lower}"
         )
     return name
 
@@ -105,7 +119,10 @@ def secret(path: Path, length: int = 24) -> str:
         return path.read_text().strip()
     _private_dir(path.parent)
     value = secrets.token_urlsafe(length)
-    write_private(path, value)
+    try:
+        write_private(path, value)
+    except FileExistsError:  # another process made it meanwhile: theirs is the secret
+        return path.read_text().strip()
     return value
 
 
@@ -206,7 +223,7 @@ class TeamServer:
 
     def _write_state(self, record: processes.ProcessRecord) -> None:
         state = {"port": self.port, "pg_port": self.pg_port, "process": record.to_dict()}
-        (self.home / "server.json").write_text(json.dumps(state))
+        write_private(self.home / "server.json", json.dumps(state), replace=True)
 
     def _record(self) -> processes.ProcessRecord | None:
         return processes.ProcessRecord.from_dict(self._read_state(self.home).get("process", {}))
@@ -258,10 +275,7 @@ class TeamServer:
     def _pgpass(self, password: str) -> Path:
         """libpq's password file for the team's role: no password in any URI or command line."""
         path = self.secrets_dir / "pgpass"
-        line = f"127.0.0.1:{self.pg_port}:*:{DB_ROLE}:{password}\n"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(line)
+        write_private(path, f"127.0.0.1:{self.pg_port}:*:{DB_ROLE}:{password}\n", replace=True)
         return path
 
     def command(self) -> list[str]:
@@ -281,14 +295,37 @@ class TeamServer:
     def start(self, timeout: float = 180.0) -> None:
         """Start PostgreSQL and the MLflow server, or leave them running if they already do.
 
+        One ``start`` at a time per folder: it holds the folder's lock (``filelock``,
+        ``start.lock``); a second one waits for the first, then finds both servers running and
+        leaves them.
+
         Raises:
             TeamServerError: a folder is not writable, a port is taken, PostgreSQL or the
-                server failed to start; the message names the cause (and the server log).
+                server failed to start, or another ``start`` held the lock for ``timeout`` +
+                :data:`START_LOCK_MARGIN` seconds; the message names the cause (and the log).
         """
+        from filelock import FileLock, Timeout
+
         try:
             self._make_home()
-            secret(self.secrets_dir / "postgres-password")
         except (OSError, LookupError) as err:
+            raise TeamServerError(f"Cannot create the team folder {self.home}: {err}") from None
+        lock = FileLock(str(self.home / "start.lock"), timeout=timeout + START_LOCK_MARGIN)
+        try:
+            with lock:
+                self._start(timeout)
+        except Timeout:
+            raise TeamServerError(
+                f"Another start of the team server in {self.home} has held {lock.lock_file} "
+                f"for {timeout + START_LOCK_MARGIN:.0f} s; wait for it to finish, then run "
+                "make server-status."
+            ) from None
+
+    def _start(self, timeout: float) -> None:
+        """:meth:`start`, with the folder's lock held."""
+        try:
+            secret(self.secrets_dir / "postgres-password")
+        except OSError as err:
             raise TeamServerError(f"Cannot create the team folder {self.home}: {err}") from None
         if not self.postgres.running and port_in_use(self.pg_port):
             raise TeamServerError(

@@ -16,12 +16,11 @@ create the role and the database the first time; later calls change nothing).
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 
 from dltrack.sweeps import STORAGE_ENV_VAR
-from dltrack.team.postgres import PostgresError
+from dltrack.team.postgres import PostgresError, write_private
 from dltrack.team.server import TeamServer, TeamServerError, secret
 
 __all__ = ["STUDY_DB", "STUDY_ROLE", "ensure_study_storage", "main"]
@@ -48,9 +47,8 @@ def ensure_study_storage(server: TeamServer) -> str:
     except PostgresError as err:
         raise TeamServerError(str(err)) from None
     passfile = server.secrets_dir / "optuna-pgpass"
-    descriptor = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(f"127.0.0.1:{server.pg_port}:{STUDY_DB}:{STUDY_ROLE}:{password}\n")
+    line = f"127.0.0.1:{server.pg_port}:{STUDY_DB}:{STUDY_ROLE}:{password}\n"
+    write_private(passfile, line, replace=True)
     return (
         f"postgresql+psycopg2://{STUDY_ROLE}@127.0.0.1:{server.pg_port}/{STUDY_DB}"
         f"?passfile={passfile}"
