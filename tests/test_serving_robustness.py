@@ -283,7 +283,7 @@ def test_wrong_method_is_405_naming_post(served, method):
     _assert_still_serving(server, shape, "parquet")
 
 
-# What MLflow 3.17's scoring server does before any model code runs (README, "Malformed
+# What MLflow 3.17's scoring server does before any model code runs (docs/serving.md, "Malformed
 # requests"). Strict: when MLflow refuses these itself, the tests say so.
 MLFLOW_GAPS = {
     "JSON booleans": "cast to 1.0/0.0 by np.array(data, dtype=float32) (mlflow/utils/proto_json_utils.py, convert_data_type)",
@@ -377,10 +377,10 @@ def test_load_four_clients_both_bodies_no_errors_bounded_memory(served):
     assert growth < 0.10, f"server memory grew {growth:.1%}"
 
 
-# ------------------------------------------------- the flavor models, for comparison (README)
+# ---------------------------------------- the flavor models, for comparison (docs/serving.md)
 #: The malformed requests (above) that a flavor model, which only MLflow's signature checks
 #: guard, answers with 200 where the fast model answers 400; and the subset whose predictions
-#: hold NaN. Kept here, measured, so the README's comparison is this test's data.
+#: hold NaN. Kept here, measured, so docs/serving.md's comparison is this test's data.
 _BOTH_ACCEPT = {
     "json: -Infinity", "json: Infinity", "json: NaN", "json: batch above the limit",
     "json: null in tensor", "json: number overflows float32", "json: number overflows float64",

@@ -12,7 +12,7 @@ What reaches ``predict`` inside ``mlflow models serve`` (MLflow 3.17, a model wi
 
 So the checks here cover the dtype, the shape, NaN and infinity, the batch size and params,
 whichever body carried them. What MLflow changes before the model cannot be checked here (see
-the README, "Malformed requests").
+docs/serving.md, "Malformed requests").
 """
 
 from __future__ import annotations
