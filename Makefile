@@ -109,7 +109,7 @@ clean-runs: ## Delete the project's default MLflow store in mlruns/ (not one MLF
 # --- lessons: the executed notebooks as a static site, and both profiles' accuracy (issue 19)
 .PHONY: docs bench-profiles
 
-docs: ## The notebooks as make demo executed them (build/executed/), rendered to build/site/index.html
+docs: ## The notebooks as make demo executed them (build/executed/) and the guides in docs/, rendered to build/site/index.html
 	$(PY) tools/site_builder.py --executed $(or $(EXECUTED),build/executed) --out build/site
 
 bench-profiles: ## Benchmark: test accuracy of notebooks 01 and 02, default and course profiles, full data, 3 seeds (about 1 h)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/autolog_overhead.py            # or: make bench-autolog
 
 ``train_bench.py`` compares whole configurations, each in its own process. Here two processes
-with the same Lightning code differed by 12-19 % in every epoch, once in each direction (README),
+with the same Lightning code differed by 12-19 % in every epoch, once in each direction (docs/model-quality.md),
 which hides a cost of a few per cent. This benchmark removes that: in one process
 per framework it fits the notebook's network again and again, alternating
 ``autolog(disable=True)`` and autolog on exactly as the notebooks call it (tracked fits inside

@@ -26,7 +26,7 @@ Each for 1 image and for 256 images (bodies built before timing; one keep-alive 
 row; each turn starts with one untimed 1-image request to the same server, see
 :mod:`dltrack.serving.timing`), as p50/p95 in ms; the largest difference between served predictions and the in-process
 forward pass; requests per second with 4 concurrent 1-image clients for the served rows; the
-target ratios with pass or fall-short. Results: a table (markdown, for the README) and
+target ratios with pass or fall-short. Results: a table (markdown, for docs/serving.md) and
 benchmarks/results/serve_bench.json.
 """
 
@@ -339,7 +339,7 @@ def targets(results: dict) -> list[dict]:
 
 
 def report(results: dict, goals: list[dict], encode: dict[str, float], reps: dict[int, int]) -> str:
-    """The README table (markdown) and the target lines."""
+    """The docs/serving.md table (markdown) and the target lines."""
     lines = [
         "| model | request | 1 image p50 / p95 (ms) | 256 images p50 / p95 (ms) | "
         "req/s, 4 clients | max abs diff |",

@@ -5,11 +5,13 @@ import pytest
 torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning")
 
-from mlflow.models import ModelSignature  # noqa: E402
-from mlflow.types import Schema, TensorSpec  # noqa: E402
 from torch import nn  # noqa: E402
 
-from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule  # noqa: E402
+from dltrack.models.lightning_cnn import (  # noqa: E402
+    SIGNATURE,
+    FashionMNISTCNN,
+    FashionMNISTDataModule,
+)
 
 
 def test_course_network_shapes_and_size():
@@ -109,10 +111,7 @@ def test_pt2_model_accepts_any_batch_size(experiment):
     experiment("test-pt2")
     torch.manual_seed(0)
     model = FashionMNISTCNN().eval()
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
-    )
+    signature = SIGNATURE
     example = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     with mlflow.start_run():
         info = mlflow.pytorch.log_model(
@@ -130,14 +129,53 @@ def test_pt2_model_accepts_any_batch_size(experiment):
         np.testing.assert_allclose(loaded.predict(batch), expected, atol=1e-5)
 
 
+def test_the_signature_is_what_the_network_takes_and_gives():
+    """One constant, beside the model: its input is the network's input, its output the
+    network's output, for any batch size."""
+    (images,) = SIGNATURE.inputs.inputs
+    (logits,) = SIGNATURE.outputs.inputs
+    assert images.type == np.dtype(np.float32) and logits.type == np.dtype(np.float32)
+    for n in (1, 3):
+        batch = torch.zeros(n, *images.shape[1:])
+        out = FashionMNISTCNN()(batch)
+        assert images.shape[0] == -1 and tuple(out.shape) == (n, *logits.shape[1:])
+    assert tuple(logits.shape) == (-1, 10)
+
+
+@pytest.mark.timeout(120)
+def test_importing_the_module_leaves_warnings_and_loggers_alone():
+    """Silencing is a visible call: after the import alone, a fresh Python filters none of the
+    known messages, and Lightning's loggers have no filter; the call adds them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, re, warnings\n"
+        "from dltrack.models import lightning_cnn\n"
+        "known = {re.escape(text) for text in lightning_cnn.KNOWN_NOISE.values()}\n"
+        "def ours():\n"
+        "    return [f for f in warnings.filters if f[1] is not None and f[1].pattern in known]\n"
+        "assert ours() == [], 'the import alone filters warnings'\n"
+        "names = ('lightning.pytorch.utilities.rank_zero', 'pytorch_lightning.utilities.rank_zero')\n"
+        "assert not any(logging.getLogger(n).filters for n in names), 'a logger is filtered'\n"
+        "lightning_cnn.silence_known_noise()\n"
+        "assert len(ours()) == 2 and logging.getLogger(names[0]).filters\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=110
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_known_noise_is_silenced_by_its_exact_message_only(caplog):
-    """Importing the module drops Lightning's tip and the two warnings, by their text; a
+    """silence_known_noise drops Lightning's tip and the two warnings, by their text; a
     neighbouring message of the same logger or category still shows."""
     import logging
     import warnings
 
     from dltrack.models import lightning_cnn
 
+    lightning_cnn.silence_known_noise()
     lightning_cnn.silence_known_noise()  # again: idempotent
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     assert len(logger.filters) == 1

@@ -27,7 +27,11 @@ TAUGHT = {
         "requests.post(", '{"inputs":', "Code(inspect.getsource(keras_cnn.build_course_cnn)",
         "mlflow.artifacts.download_artifacts(model_info.model_uri)", '"MLmodel"',
         '"input_example.json"', '"requirements.txt"', "model_summary.txt", '"tensorboard_logs"',
-        "client = MlflowClient()",
+        "client = MlflowClient()", "train_test_split(", "validation_data=(x_val, y_val)",
+        "mlflow.data.from_numpy(", "mlflow.data.from_pandas(", 'context="training"',
+        'context="validation"', 'context="test"', "log_datasets=False", "keras.callbacks.Callback",
+        'mlflow.log_image(image, key="validation_predictions", step=epoch)',
+        "data=test_dataset", "model_id=model_info.model_id",
     ],
     "01b_azure_ml_deployment.ipynb": [
         "MLClient(DefaultAzureCredential()", "MLClient.from_config(", "Model(",
@@ -42,11 +46,14 @@ TAUGHT = {
         "datasets.FashionMNIST(", "download=True", "make_grid(", "L.seed_everything(",
         "mlflow.set_tracking_uri(", "mlflow.set_experiment(",
         'with mlflow.start_run(run_name="lightning-cnn") as run:', "mlflow.pytorch.autolog(",
-        "trainer.fit(", "trainer.test(", "TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))",
+        "trainer.fit(", "trainer.test(", "signature = lightning_cnn.SIGNATURE", "devices=1",
         "mlflow.pytorch.log_model(", "signature=signature", "input_example=input_example",
         "mlflow.pyfunc.load_model(model_info.model_uri)", "mlflow.models.evaluate(",
         "mlflow.log_figure(", ".get_metric_history(", "mlflow.register_model(",
-        ".set_registered_model_alias(", '"challenger"', 'models:/{REGISTERED_MODEL_NAME}@champion',
+        "tracking.promote(", "Code(inspect.getsource(tracking.promote)",
+        "lightning_cnn.silence_known_noise()", "mlflow.data.from_numpy(", "mlflow.data.from_pandas(",
+        'context="training"', 'context="validation"', 'context="test"', "data=test_dataset",
+        'models:/{REGISTERED_MODEL_NAME}@champion',
         "requests.post(", "test_imgs[4].unsqueeze(0)",
         "Code(inspect.getsource(FashionMNISTCNN.__init__)", "FashionMNISTCNN.forward",
         '"training_step", "validation_step", "test_step"', "FashionMNISTCNN.configure_optimizers",
@@ -205,3 +212,40 @@ def test_the_parameters_cell_switches_to_the_course_profile(name, monkeypatch):
     chosen = values(DLTRACK_PROFILE="course")
     assert {key: chosen[key] for key in course} == course
     assert values(DLTRACK_PROFILE="course", DLTRACK_LR_SCHEDULE="cosine")["LR_SCHEDULE"] == "cosine"
+
+
+def _call(source: str, start: str) -> str:
+    """The text of the call that begins with ``start`` in ``source``, to its closing bracket."""
+    begin = source.index(start)
+    depth = 0
+    for end in range(begin + len(start) - 1, len(source)):
+        depth += {"(": 1, ")": -1}.get(source[end], 0)
+        if depth == 0:
+            return source[begin : end + 1]
+    raise AssertionError(f"unclosed call {start!r}")
+
+
+def test_notebook_01_keeps_the_test_set_out_of_fit():
+    """01 validates on a seeded split of the training images (the course validated on the test
+    set): ``fit`` sees no test array, and the split is cut from the training arrays only."""
+    source = "\n".join(c.source for c in _code_cells("01_tensorflow_fashion_mnist.ipynb"))
+    fit = _call(source, "model.fit(")
+    assert "test" not in fit and "validation_data=(x_val, y_val)" in fit, fit
+    split = _call(source, "train_test_split(")
+    assert "x_train_scaled, y_train_onehot" in split and "x_test" not in split, split
+    assert "random_state=SEED" in split and "stratify=y_train" in split
+    assert "x_test" not in _call(source, "keras_cnn.build_course_cnn(")
+
+
+def test_notebook_02_keeps_the_test_set_out_of_fit():
+    """02's data module cuts validation from the training images; the trainer fits on it."""
+    import inspect
+
+    from dltrack.models.lightning_cnn import FashionMNISTDataModule
+
+    setup = inspect.getsource(FashionMNISTDataModule.setup)
+    split = _call(setup, "random_split(")
+    assert split.startswith("random_split(full,") and "train=True" in setup.split("random_split")[0]
+    assert "self.val_set" in inspect.getsource(FashionMNISTDataModule.val_dataloader)
+    source = "\n".join(c.source for c in _code_cells("02_pytorch_lightning_fashion_mnist.ipynb"))
+    assert _call(source, "trainer.fit(") == "trainer.fit(model, datamodule=datamodule)"

@@ -282,7 +282,7 @@ def test_wrong_method_is_405_naming_post(served, method):
     _assert_still_serving(server, shape, "parquet")
 
 
-# What MLflow 3.17's scoring server does before any model code runs (README, "Malformed
+# What MLflow 3.17's scoring server does before any model code runs (docs/serving.md, "Malformed
 # requests"). Strict: when MLflow refuses these itself, the tests say so.
 MLFLOW_GAPS = {
     "JSON booleans": "cast to 1.0/0.0 by np.array(data, dtype=float32) (mlflow/utils/proto_json_utils.py, convert_data_type)",
@@ -378,10 +378,10 @@ def test_load_four_clients_both_bodies_no_errors_bounded_memory(served):
     assert growth < 0.10, f"server memory grew {growth:.1%}"
 
 
-# ------------------------------------------------- the flavor models, for comparison (README)
+# ---------------------------------------- the flavor models, for comparison (docs/serving.md)
 #: The malformed requests (above) that a flavor model, which only MLflow's signature checks
 #: guard, answers with 200 where the fast model answers 400. Kept here, measured, so the
-#: README's comparison is this test's data. Only the contract (200 or 400) is asserted: what a
+#: docs/serving.md's comparison is this test's data. Only the contract (200 or 400) is asserted: what a
 #: CNN predicts for an infinite or NaN pixel depends on the processor's float kernels (AVX-512
 #: and AMX machines answer inf with finite numbers, others with NaN).
 _BOTH_ACCEPT = {

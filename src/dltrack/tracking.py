@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import LifecycleStage
 from mlflow.entities.model_registry import ModelVersion
@@ -31,6 +32,7 @@ __all__ = [
     "artifact_root",
     "experiment_url",
     "prepare_experiment",
+    "promote",
     "registry_url",
     "run_url",
     "tracking_uri",
@@ -128,6 +130,51 @@ def version_by_alias(name: str, alias: str) -> ModelVersion | None:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def promote(
+    name: str, version: str | int, accuracy: float, test_x: np.ndarray, test_y: np.ndarray
+) -> tuple[str, str]:
+    """Notebook 01's promotion gate, for the notebooks after it: ``version`` of the registered
+    model ``name`` takes the alias ``champion`` only if ``accuracy`` beats the current
+    champion's on the same test images (the first version always does, a tie keeps the
+    champion); otherwise it takes ``challenger``. The decision and its reason are kept on the
+    version as the tag ``promotion``.
+
+    Args:
+        name: the registered model.
+        version: the version just registered (``mlflow.register_model(...).version``).
+        accuracy: that version's accuracy on ``test_x``, a fraction in [0, 1].
+        test_x: the test images, in the layout the champion takes, e.g. (n, 1, 28, 28) float32.
+        test_y: their labels, (n,) integers; the champion's class is the ``argmax`` of its
+            (n, classes) output.
+
+    Returns:
+        ``(alias, reason)``, e.g. ``("challenger", "test accuracy 0.8120 vs 0.8240 of champion
+        v3 on 500 images")``.
+
+    Raises:
+        ValueError: ``accuracy`` outside [0, 1], or ``test_x`` and ``test_y`` of different
+            lengths.
+        mlflow.exceptions.MlflowException: the version does not exist, or the registry fails.
+    """
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
+    if len(test_x) != len(test_y):
+        raise ValueError(f"{len(test_x)} test images but {len(test_y)} labels")
+    champion = version_by_alias(name, "champion")
+    if champion is None:
+        alias, reason = "champion", "the first version"
+    else:  # score the champion on the same test images
+        champion_model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        champion_accuracy = float((champion_model.predict(test_x).argmax(axis=1) == test_y).mean())
+        alias = "champion" if accuracy > champion_accuracy else "challenger"
+        reason = (f"test accuracy {accuracy:.4f} vs {champion_accuracy:.4f}"
+                  f" of champion v{champion.version} on {len(test_y)} images")  # fmt: skip
+    client = MlflowClient()
+    client.set_registered_model_alias(name, alias, str(version))
+    client.set_model_version_tag(name, str(version), "promotion", f"{alias}: {reason}")
+    return alias, reason
 
 
 def ui_url(uri: str | None = None) -> str:

@@ -24,7 +24,7 @@ def inference_server_python() -> Path | None:
     (``make setup-azure-server``), or ``None`` if it was not created.
 
     It is a separate venv because that package pins OpenTelemetry and pydantic below what
-    MLflow 3.17 and azure-ai-ml install (see README)."""
+    MLflow 3.17 and azure-ai-ml install (see docs/azure.md)."""
     python = (
         Path(os.environ.get("DLTRACK_AZUREML_SERVER_VENV", project_root() / ".venv-azureml"))
         / "bin"

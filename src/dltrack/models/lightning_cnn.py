@@ -31,11 +31,15 @@ For speed the training loaders read torchvision's already-decoded uint8 tensors
 (``dataset.data``) and scale them once, instead of converting every image through PIL with
 ``ToTensor()`` at every epoch; the values are the same as ``ToTensor()`` gives (x / 255).
 
-Importing this module silences three messages a learner cannot act on, each by its exact text
-(:func:`silence_known_noise`): Lightning's advertising tip for its own cloud logger, the
+Importing this module changes no global state. :func:`silence_known_noise`, called where a
+program wants it (notebook 02 calls it in its imports cell), silences three messages a learner
+cannot act on, each by its exact text: Lightning's advertising tip for its own cloud logger, the
 ``FutureWarning`` that Lightning's own code triggers by building PyTorch's deprecated
 ``LeafSpec``, and PyTorch's "No complete tensor found in the group" warning while
 ``mlflow.pytorch.log_model`` saves the weights in ``pt2`` (they are on the CPU, as it asks).
+
+:data:`SIGNATURE` is the network's served contract, the one signature every logged copy of it
+carries (notebooks 02 and 06, the DDP script).
 """
 
 from __future__ import annotations
@@ -47,8 +51,11 @@ import warnings
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, random_split
 from torchmetrics.classification import MulticlassAccuracy
@@ -59,6 +66,7 @@ from dltrack.models.schedules import LRSchedule, check_lr_schedule
 __all__ = [
     "COURSE_LEARNING_RATE",
     "KNOWN_NOISE",
+    "SIGNATURE",
     "FashionMNISTDataModule",
     "FashionMNISTCNN",
     "silence_known_noise",
@@ -111,6 +119,14 @@ def silence_known_noise() -> None:
 
 
 COURSE_LEARNING_RATE = 0.02
+
+#: What :class:`FashionMNISTCNN` takes and gives, as MLflow records it with a logged model:
+#: (n, 1, 28, 28) float32 images in [0, 1], channels first, in; (n, 10) float32 logits out; -1
+#: is any batch size. A server refuses a request of another shape or dtype with a 400.
+SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
+    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+)
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
@@ -294,6 +310,3 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:  # noqa: D102
         return self._loader(self.test_set, shuffle=False)
-
-
-silence_known_noise()

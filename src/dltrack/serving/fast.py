@@ -3,7 +3,7 @@ responses as the framework flavors (``{"inputs": ...}`` or a Parquet body in,
 ``{"predictions": ...}`` out), and refuses what its signature does not describe.
 
 Where the time of a request goes is measured in notebook 04 and ``benchmarks/serve_bench.py``
-(README, "Serving"). What these models change, next to the framework flavors:
+(docs/serving.md). What these models change, next to the framework flavors:
 
 - ``mlflow.tensorflow``'s pyfunc calls ``keras.Model.predict`` per request: a data pipeline,
   callbacks and a progress bar on every call. :func:`log_keras_for_serving` logs a pyfunc model

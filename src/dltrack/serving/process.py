@@ -51,7 +51,7 @@ class BackgroundServer:
     Args:
         port: TCP port; ``None`` picks a free one. A given port that is in use raises
             :class:`ServerStartError` before anything starts.
-        host: address to bind; 127.0.0.1 (this machine only) by default. See the README before
+        host: address to bind; 127.0.0.1 (this machine only) by default. See docs/serving.md before
             binding anything else: these servers have no authentication.
         timeout: seconds to wait until the server is ready.
         extra_env: extra environment variables for the server.

@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "start":
         server.start()
         print("\n".join(server.status()))
-        print(f"\nUI and tracking URI: {server.url} (sign in as a user; see the README)")
+        print(f"\nUI and tracking URI: {server.url} (sign in as a user; see docs/team-mode.md)")
     elif args.command == "stop":
         server.stop()
         print("\n".join(server.status()))

@@ -12,10 +12,12 @@ What reaches ``predict`` inside ``mlflow models serve`` (MLflow 3.17, a model wi
 
 So the checks here cover the dtype, the shape, NaN and infinity, the batch size and params,
 whichever body carried them. What MLflow changes before the model cannot be checked here (see
-the README, "Malformed requests").
+docs/serving.md, "Malformed requests").
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -108,9 +110,20 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         """One forward pass: (n, *image_shape) float32 -> (n, classes) float32."""
         raise NotImplementedError
 
-    def predict(self, context, model_input, params=None):
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: np.ndarray,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
         """Check ``model_input`` and ``params`` (:func:`as_image_batch`, :func:`refuse_params`),
         then :meth:`forward`.
+
+        The type hints are the ones MLflow asks for (it warns "Add type hints to the `predict`
+        method" without them). ``np.ndarray`` is a hint MLflow infers no signature from and
+        validates nothing against (``type_hints_no_signature_inference`` in
+        ``mlflow/types/type_hints.py``), so the logged ``TensorSpec`` signature stays the
+        model's and these checks still see every request.
 
         Raises:
             MlflowException: INVALID_PARAMETER_VALUE (HTTP 400 from the scoring server) with

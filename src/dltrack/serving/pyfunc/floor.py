@@ -6,6 +6,8 @@ enforcing the signature (for a tensor signature: the reshape of a Parquet body, 
 cast of a JSON one) and writing the response. Model config: ``width``, the output width.
 """
 
+from typing import Any
+
 import mlflow
 import numpy as np
 
@@ -17,7 +19,12 @@ class Floor(mlflow.pyfunc.PythonModel):
         """Read the output width from the model config."""
         self.width = int((context.model_config or {}).get("width", 1))
 
-    def predict(self, context, model_input, params=None):
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: np.ndarray,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
         """Zeros (len(model_input), width) float32."""
         return np.zeros((len(model_input), self.width), np.float32)
 

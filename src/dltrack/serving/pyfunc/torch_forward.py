@@ -3,7 +3,7 @@ request with one forward pass under ``torch.inference_mode``.
 
 Batches of fewer than :data:`ONE_THREAD_BELOW` images run on one thread (PyTorch's thread count
 is set for the call and restored after it): a one-image forward pass is too small to share out,
-and on a busy machine a team of threads waits for its slowest member (README, "Serving");
+and on a busy machine a team of threads waits for its slowest member (docs/serving.md);
 larger batches use PyTorch's default.
 
 Artifacts: ``exported_program``, a ``torch.export.save`` file (graph and weights, no pickle).
