@@ -38,6 +38,7 @@ def test_notebook_01_shows_the_keras_cnn_that_it_trains(notebooks):
 
 
 def test_notebook_02_shows_the_lightning_module_and_data_module_that_it_trains(notebooks):
+    from dltrack import tracking
     from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
 
     shown = displayed_code(notebooks.second("02_pytorch_lightning_fashion_mnist.ipynb"))
@@ -48,6 +49,7 @@ def test_notebook_02_shows_the_lightning_module_and_data_module_that_it_trains(n
         "\n".join(inspect.getsource(getattr(FashionMNISTCNN, name)) for name in steps),
         inspect.getsource(FashionMNISTCNN.configure_optimizers),
         inspect.getsource(FashionMNISTDataModule),
+        inspect.getsource(tracking.promote),
     ]
     assert shown == [source.rstrip("\n") for source in expected]
     code = "\n".join(shown)

@@ -97,7 +97,7 @@ TAUGHT = {
         "mlflow.log_metric(", "plot_optimization_history(", "plot_intermediate_values(",
         "mlflow.log_figure(", "mlflow.artifacts.download_artifacts(", "load_state_dict(",
         "mlflow.pytorch.log_model(", "signature=signature", "mlflow.register_model(",
-        ".set_registered_model_alias(", '"challenger"', 'models:/{REGISTERED_MODEL_NAME}@champion',
+        "tracking.promote(",
         ".add_trials(", "model_id=model_info.model_id", "env=env",
     ],
 }  # fmt: skip

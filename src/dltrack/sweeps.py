@@ -515,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``--trials`` trials of the study ``--study`` as children of ``--parent-run-id``;
     print one line per trial. Exit status 0; 2 for bad arguments, a password on the command
     line, or settings other than the study's (argparse's error, with the reason)."""
+    from dltrack.models.lightning_cnn import silence_known_noise
+
+    silence_known_noise()  # the messages notebook 02 names, in each worker's log
     parser = _parser()
     args = parser.parse_args(argv)
     if args.trials < 0 or args.epochs < 1:
