@@ -395,6 +395,23 @@ def resume_checkpoint(run_id: str, epoch: int | None, folder: str) -> str | None
     )
 
 
+def init_process_group(backend: str, rank: int, world_size: int, timeout: timedelta) -> None:
+    """``torch.distributed.init_process_group`` from the launcher's environment (``env://``:
+    ``MASTER_ADDR``, ``MASTER_PORT``), every collective bounded by ``timeout``, its store keys
+    under a prefix of this ``torchrun`` attempt (``TORCHELASTIC_RESTART_COUNT``).
+
+    Why the prefix: ``torchrun`` keeps its TCPStore across restarts, and the keys the first
+    attempt's processes left there (the gloo addresses of the process groups Lightning creates,
+    such as the barrier group of ``prepare_data``) are read by the next attempt, whose processes
+    then try to connect to peers that are gone: the restart hung in gloo's ``connectFullMesh``.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"dltrack/attempt-{attempt}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                            timeout=timeout)  # fmt: skip
+
+
 @record  # a failing process's traceback goes into torchrun's summary
 def main(argv: list[str] | None = None) -> None:
     """Train, test, and track; every process of the training runs this.
@@ -418,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     timeout = timedelta(seconds=args.process_group_timeout)
     if world_size > 1:  # here, not in Lightning, so the run can be resolved before fit
-        dist.init_process_group(backend, timeout=timeout)  # env:// from the launcher
+        init_process_group(backend, rank, world_size, timeout)
         backend = dist.get_backend()
 
     L.seed_everything(args.seed, verbose=False)
