@@ -85,6 +85,9 @@ SIGNATURE = ModelSignature(
 ELASTIC_RUN_TAG = "dltrack.torchelastic_run_id"
 #: The metric whose logging commits an epoch (its checkpoint and model are logged before it).
 COMMIT_METRIC = "val_acc"
+#: How long the other ranks wait for rank 0 to open the run (a fresh SQLite store's migrations,
+#: a remote server): longer than a training step's collectives may wait.
+SETUP_TIMEOUT = timedelta(minutes=5)
 #: This process's last log lines, saved in the run when it fails.
 RECENT_LINES: deque[str] = deque(maxlen=60)
 
@@ -451,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
     mlflow.set_system_metrics_node_id(node_id(rank // args.devices))
     mlflow.set_system_metrics_sampling_interval(args.system_metrics_interval)
     run_id, resume, peers, monitor = None, None, [], None
+    if world_size > 1:  # rank 0 opens the run while the others wait: a store's first use is slow
+        setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
     folder = tempfile.mkdtemp(prefix=f"dltrack-ddp-rank{rank}-")
     try:
         if args.every_rank_logs:  # the bug: a run per process
@@ -461,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
             run_id, resume = open_run(args, params)
         if world_size > 1:
             shared = [run_id, resume] if rank == 0 else [None, None]
-            dist.broadcast_object_list(shared, src=0)  # waits at most the timeout
+            dist.broadcast_object_list(shared, src=0, group=setup_group)
             if not args.every_rank_logs:
                 run_id, resume = shared
             peers = [None] * world_size
