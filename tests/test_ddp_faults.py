@@ -148,7 +148,8 @@ def test_a_killed_rank_is_restarted_and_the_training_resumes_into_the_same_run(u
         "checkpoints/epoch-0.ckpt", "checkpoints/epoch-1.ckpt", "checkpoints/epoch-2.ckpt",
         "failures/attempt-0/rank-0.log",
     ]  # fmt: skip
-    assert f"rank 1 (pid {killed}) is gone" in run.data.tags["failure"]
+    # gone, or a zombie until torchrun reaps it
+    assert re.search(rf"rank 1 \(pid {killed}\) is (gone|zombie)", run.data.tags["failure"])
     assert "resuming after epoch 0" in log
     nodes = {key.split("/")[1] for key in run.data.metrics if key.startswith("system/")}
     assert nodes == {"node-0"}  # one machine, sampled once

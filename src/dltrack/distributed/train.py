@@ -346,11 +346,14 @@ def peer_report(peers: list[tuple[str, int]]) -> str:
 def record_failure(
     error: BaseException, run_id: str | None, rank: int, peers: list[tuple[str, int]]
 ) -> None:
-    """Save why this process failed in the run: the error, the peers found gone or stopped and
-    this process's last log lines (``failures/attempt-<n>/rank-<r>.log``); rank 0 also tags the
-    reason (``failure``) and ends the run FAILED. Never raises (the original error matters)."""
+    """Save why this process failed in the run: rank 0 tags the reason (``failure``) and ends the
+    run FAILED, then every failing rank logs the error, the peers it found gone or stopped and
+    its last log lines (``failures/attempt-<n>/rank-<r>.log``). SIGTERM is ignored meanwhile:
+    ``torchrun``'s, arriving while a failure is being recorded, would cut it short (and MLflow's
+    exit hook would then end the run FINISHED). Never raises (the original error matters)."""
     if run_id is None:
         return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun still SIGKILLs after its grace
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     peers_now = peer_report(peers) if peers else "no peers known yet"
     reason = f"rank {rank}, attempt {attempt}: {type(error).__name__}: {error}; {peers_now}"
@@ -358,10 +361,10 @@ def record_failure(
     text += f"\n{reason}\n\n--- last log lines of rank {rank} ---\n" + "\n".join(RECENT_LINES)
     try:
         client = MlflowClient()
-        client.log_text(run_id, text, f"failures/attempt-{attempt}/rank-{rank}.log")
         if rank == 0:
             client.set_tag(run_id, "failure", reason[:4000])
             mlflow.end_run(status="FAILED")
+        client.log_text(run_id, text, f"failures/attempt-{attempt}/rank-{rank}.log")
     except Exception:  # the store itself may be what failed
         log.exception("could not record the failure in run %s", run_id)
 
