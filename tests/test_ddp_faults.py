@@ -34,6 +34,24 @@ def environment(uri: str, **extra: str) -> dict:
     return env
 
 
+def run_bounded(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a session of its own, the whole session (torchrun and its workers)
+    SIGKILLed if it outlives ``timeout``: a hung training leaves no process behind.
+
+    Raises:
+        subprocess.TimeoutExpired: the training outlived ``timeout``.
+    """
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def launch_and_signal(command: list[str], env: dict, sig: signal.Signals, timeout: float):
     """Run ``command``; once rank 0 says epoch 1 starts (the 2nd of 3), wait a second and send
     ``sig`` to rank 1, the pid it printed. Returns (exit code, log, pid signalled).
@@ -95,8 +113,7 @@ def test_a_relaunch_into_a_run_with_other_params_fails_fast_and_leaves_the_run_a
     client.log_param(run.info.run_id, "epochs", "1")
     client.set_terminated(run.info.run_id, "FINISHED")
     env = environment(uri, MLFLOW_RUN_ID=run.info.run_id)
-    done = subprocess.run(torchrun("--epochs", "2", "--limit-batches", "2"), env=env,
-                          capture_output=True, text=True, timeout=150)  # fmt: skip
+    done = run_bounded(torchrun("--epochs", "2", "--limit-batches", "2"), env, 150)
     assert done.returncode != 0
     assert "holds other params (epochs: run has '1', this launch '2')" in done.stderr
     after = client.get_run(run.info.run_id)
@@ -155,8 +172,7 @@ def test_a_killed_rank_is_restarted_and_the_training_resumes_into_the_same_run(u
     assert nodes == {"node-0"}  # one machine, sampled once
 
     fresh = f"sqlite:///{tmp_path / 'uninterrupted.db'}"
-    done = subprocess.run(torchrun("--epochs", "3", "--checkpoints", "none"),
-                          env=environment(fresh), capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = run_bounded(torchrun("--epochs", "3", "--checkpoints", "none"), environment(fresh), 300)
     assert done.returncode == 0, done.stderr[-3000:]
     uninterrupted = only_run(fresh).data.metrics["test_acc"]
     # Measured: 0.814 resumed against 0.822 uninterrupted, the same in every run (the resumed
