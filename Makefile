@@ -118,7 +118,7 @@ bench-profiles: ## Benchmark: test accuracy of notebooks 01 and 02, default and 
 # Notebook 05: training beyond one machine (DDP)
 .PHONY: bench-ddp
 BENCH_DDP_ARGS ?=
-bench-ddp: ## Benchmark: 2-process DDP against 1 process on the full data, same epochs and global batch, 3 seeds; BENCH_DDP_ARGS="--epochs 1 --seeds 42" for a quick look
+bench-ddp: ## Benchmark: 2-process DDP, and DDP with fp16-compressed gradients, against 1 process on the full data, same epochs and global batch, 3 seeds; BENCH_DDP_ARGS="--epochs 1 --seeds 42" for a quick look
 	$(PY) benchmarks/ddp_bench.py --data $(or $(DLTRACK_FASHION_MNIST_DIR),../shared/data/fashion-mnist) $(BENCH_DDP_ARGS)
 
 # Notebook 06's sweep workers (issue 18)

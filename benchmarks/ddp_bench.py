@@ -1,4 +1,5 @@
-"""DDP with 2 processes against 1 process: training time and test accuracy, side by side.
+"""DDP with 2 processes against 1 process: training time and test accuracy, side by side; DDP
+also with its gradients sent as float16 (PyTorch's ``fp16_compress_hook``).
 
     .venv/bin/python benchmarks/ddp_bench.py --data ../shared/data/fashion-mnist   # make bench-ddp
     .venv/bin/python benchmarks/ddp_bench.py --data ... --epochs 1 --seeds 42 --limit-batches 150
@@ -6,11 +7,15 @@
 Both arms run notebook 05's script (``python -m dltrack.distributed.train``) with the same
 epochs, seed and global batch (64: 32 per process under DDP), against a throw-away MLflow store,
 with the CPU split fairly: the single process gets 2 threads, each DDP process 1
-(``OMP_NUM_THREADS``). Per seed the two arms run one after the other, in alternating order.
+(``OMP_NUM_THREADS``). Per seed the arms run one after the other, in rotating order. The ``ddp-fp16`` arm is the ``ddp``
+arm with the script's ``--ddp-comm-hook fp16``: DDP registers PyTorch's
+``default_hooks.fp16_compress_hook`` (through Lightning's ``DDPStrategy(ddp_comm_hook=...)``), which
+casts each gradient bucket to float16 before the all-reduce and back after it, halving the bytes
+exchanged.
 The time is the run's duration in MLflow (fit, validation and test; process start-up and imports
 excluded), without checkpoint models (``--checkpoints none``). The accuracy is the run's
 ``test_acc`` (10,000 test images). Prints each pair, the throughput ratio (single time / DDP
-time, mean over seeds), the accuracy mean and standard deviation of each arm, the targets, and the
+time, mean over seeds, for each DDP arm), the accuracy mean and standard deviation of each arm, the targets, and the
 load average; writes benchmarks/results/ddp_bench.json.
 """
 
@@ -70,7 +75,8 @@ def _batches_per_epoch(args: argparse.Namespace) -> int:
 
 
 def train(arm: str, seed: int, args: argparse.Namespace, store: Path) -> tuple[float, float]:
-    """Run one training of ``arm`` ("single" or "ddp"); return (seconds, test accuracy).
+    """Run one training of ``arm`` ("single", "ddp" or "ddp-fp16"); return (seconds, test
+    accuracy).
 
     Raises:
         subprocess.CalledProcessError: the training failed.
@@ -78,7 +84,9 @@ def train(arm: str, seed: int, args: argparse.Namespace, store: Path) -> tuple[f
     uri = f"sqlite:///{store / f'{arm}-{seed}.db'}"
     experiment = f"ddp-bench-{arm}"
     script = _script(args, seed, experiment, args.batch_size, args.limit_batches)
-    if arm == "ddp":
+    if arm == "ddp-fp16":
+        script += ["--ddp-comm-hook", "fp16"]
+    if arm.startswith("ddp"):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node=2", *script]  # fmt: skip
         threads = "1"
@@ -174,54 +182,83 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch of both arms")
-    parser.add_argument("--limit-batches", type=int, default=None,
-                        help="train and validate on this many global batches (quick look)")
+    parser.add_argument(
+        "--limit-batches",
+        type=int,
+        default=None,
+        help="train and validate on this many global batches (quick look)",
+    )
+    parser.add_argument(
+        "--arms",
+        default="single,ddp,ddp-fp16",
+        help="comma-separated, of single, ddp, ddp-fp16 (single is needed)",
+    )
+    parser.add_argument("--skip-breakdown", action="store_true",
+                        help="skip the measurements of where DDP's time goes")  # fmt: skip
     args = parser.parse_args()
     args.data = args.data.resolve()
     seeds = [int(s) for s in args.seeds.split(",")]
     load_before = os.getloadavg()[0]
-    times: dict[str, list[float]] = {"single": [], "ddp": []}
-    accuracies: dict[str, list[float]] = {"single": [], "ddp": []}
+    arms = args.arms.split(",")
+    if "single" not in arms or not set(arms) <= {"single", "ddp", "ddp-fp16"}:
+        parser.error(f"--arms must include single, of single, ddp, ddp-fp16; got {args.arms!r}")
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    accuracies: dict[str, list[float]] = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(prefix="dltrack-ddp-bench-") as tmp:
         for turn, seed in enumerate(seeds):
-            order = ("single", "ddp") if turn % 2 == 0 else ("ddp", "single")
+            order = arms[turn % len(arms) :] + arms[: turn % len(arms)]  # rotated
             for arm in order:
                 seconds, accuracy = train(arm, seed, args, Path(tmp))
                 times[arm].append(seconds)
                 accuracies[arm].append(accuracy)
-                print(f"seed {seed} {arm:6}: {seconds:6.1f} s, test accuracy {accuracy:.4f}")
+                print(f"seed {seed} {arm:8}: {seconds:6.1f} s, test accuracy {accuracy:.4f}")
         # where DDP's time goes, once: its compute alone, then its gradient exchange alone
-        pair = independent_pair_seconds(seeds[0], args, Path(tmp))
-    exchange, numel, steps = gradient_exchange_seconds(args)
-    ratios = [single / ddp for single, ddp in zip(times["single"], times["ddp"], strict=True)]
-    ratio = summary(ratios)
+        pair = None
+        if "ddp" in arms and not args.skip_breakdown:
+            pair = independent_pair_seconds(seeds[0], args, Path(tmp))
+    if pair is not None:
+        exchange, numel, steps = gradient_exchange_seconds(args)
+    ddp_arms = [arm for arm in arms if arm != "single"]
+    ratio = {
+        arm: summary([one / ddp for one, ddp in zip(times["single"], times[arm], strict=True)])
+        for arm in ddp_arms
+    }
     accuracy = {arm: summary(values) for arm, values in accuracies.items()}
-    gap_pp = 100 * (accuracy["ddp"]["mean"] - accuracy["single"]["mean"])
+    gap_pp = {arm: 100 * (accuracy[arm]["mean"] - accuracy["single"]["mean"]) for arm in ddp_arms}
     load_after = os.getloadavg()[0]
     limit = f", {args.limit_batches} batches per epoch" if args.limit_batches else ""
     print(f"\n{args.epochs} epochs{limit}, global batch {args.batch_size}, seeds {seeds}")
-    met = ratio["mean"] >= TARGET_RATIO
-    print(f"DDP throughput / single process: {ratio['mean']:.2f}x (sd {ratio['stdev']:.2f}), "
-          f"target >= {TARGET_RATIO}x: {'met' if met else 'NOT met'}")  # fmt: skip
-    gap_seconds = statistics.mean(times["ddp"]) - statistics.mean(times["single"])
-    print(f"DDP's compute alone (2 processes of 1 thread, half the images each, no exchange, "
-          f"seed {seeds[0]}): {pair[0]:.1f} s and {pair[1]:.1f} s")  # fmt: skip
-    print(f"where DDP's extra {gap_seconds:.1f} s go: all-reducing {numel:,} float32 gradients "
-          f"{steps} times (one per step) between 2 gloo processes takes {exchange:.1f} s alone")  # fmt: skip
-    for arm in ("single", "ddp"):
-        print(f"test accuracy {arm:6}: mean {accuracy[arm]['mean']:.2%}, "
+    for arm in ddp_arms:
+        met = ratio[arm]["mean"] >= TARGET_RATIO
+        print(f"{arm} throughput / single process: {ratio[arm]['mean']:.2f}x "
+              f"(sd {ratio[arm]['stdev']:.2f}), target >= {TARGET_RATIO}x: "
+              f"{'met' if met else 'NOT met'}")  # fmt: skip
+    if "ddp-fp16" in ddp_arms and "ddp" in ddp_arms:
+        fp16 = [ddp / half for ddp, half in zip(times["ddp"], times["ddp-fp16"], strict=True)]
+        print(f"ddp-fp16 throughput / ddp: {statistics.mean(fp16):.2f}x")
+    if pair is not None:
+        gap_seconds = statistics.mean(times["ddp"]) - statistics.mean(times["single"])
+        print(f"DDP's compute alone (2 processes of 1 thread, half the images each, no exchange, "
+              f"seed {seeds[0]}): {pair[0]:.1f} s and {pair[1]:.1f} s")  # fmt: skip
+        print(f"where DDP's extra {gap_seconds:.1f} s go: all-reducing {numel:,} float32 "
+              f"gradients {steps} times (one per step) between 2 gloo processes takes "
+              f"{exchange:.1f} s alone")  # fmt: skip
+    for arm in arms:
+        print(f"test accuracy {arm:8}: mean {accuracy[arm]['mean']:.2%}, "
               f"sd {accuracy[arm]['stdev']:.2%}")  # fmt: skip
-    met = abs(gap_pp) <= TARGET_ACCURACY_PP
-    print(f"accuracy gap DDP - single: {gap_pp:+.2f} pp, target within "
-          f"{TARGET_ACCURACY_PP} pp: {'met' if met else 'NOT met'}")  # fmt: skip
+    for arm in ddp_arms:
+        met = abs(gap_pp[arm]) <= TARGET_ACCURACY_PP
+        print(f"accuracy gap {arm} - single: {gap_pp[arm]:+.2f} pp, target within "
+              f"{TARGET_ACCURACY_PP} pp: {'met' if met else 'NOT met'}")  # fmt: skip
     print(f"load average (1 min): {load_before:.1f} before, {load_after:.1f} after, "
           f"on {os.cpu_count()} CPUs")  # fmt: skip
     write_results("ddp_bench", {
         "epochs": args.epochs, "limit_batches": args.limit_batches,
-        "global_batch_size": args.batch_size, "seeds": seeds,
+        "global_batch_size": args.batch_size, "seeds": seeds, "arms": arms,
         "seconds": times, "ratio": ratio, "test_accuracy": accuracy, "gap_pp": gap_pp,
         "independent_pair_seconds": pair,
-        "gradient_exchange": {"seconds": exchange, "parameters": numel, "steps": steps},
+        "gradient_exchange": None if pair is None else
+        {"seconds": exchange, "parameters": numel, "steps": steps},
         "load_average": [load_before, load_after], "cpus": os.cpu_count(),
     })  # fmt: skip
 

@@ -41,7 +41,12 @@ def launch_layout(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
     return local, world // local
 
 
-def node_id(global_rank: int) -> str:
-    """The system-metrics node id of a process: ``rank-<global rank>``, so its metrics read
-    ``system/rank-1/cpu_utilization_percentage`` in the run."""
-    return f"rank-{int(global_rank)}"
+def node_id(node_rank: int) -> str:
+    """The system-metrics node id of a machine: ``node-<node rank>`` (0 for the machine of global
+    rank 0, as ``torchrun``'s ``GROUP_RANK``), so its metrics read
+    ``system/node-1/cpu_utilization_percentage`` in the run.
+
+    System metrics describe a whole machine (MLflow samples ``psutil.cpu_percent()`` and
+    ``virtual_memory()``, not a process), so one process per machine logs them.
+    """
+    return f"node-{int(node_rank)}"
