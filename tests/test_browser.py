@@ -136,29 +136,36 @@ PLOT_PROBE = """card => {
 }"""
 
 
+CARD = '[data-testid="experiment-view-compare-runs-card"]'
+
+
 def charts_with_data(
     page, metrics: list[str], at_least: int, section: str = "Model metrics"
 ) -> dict[str, bool]:
     """On a run's metrics tab: for each metric, whether its chart holds at least ``at_least``
     points and drew them (markers, or a line). A title alone is not enough. The section's
-    header counts its charts ("Model metrics (2)") once the run is loaded: a chart that is not
-    among them is absent, with no waiting on a guess of how slow the page is."""
+    header counts its charts ("Model metrics (2)") once the run is loaded, so a run without
+    charts is known at once, with no waiting on a guess of how slow the page is. The UI draws
+    only the charts in view: each is brought there with the page's own chart search."""
     header = page.get_by_test_id("experiment-view-compare-runs-section-header")
     header = header.filter(has_text=section).first
     header.wait_for()
     count = int(re.search(r"\((\d+)\)", header.inner_text()).group(1))
-    cards = page.locator('[data-testid="experiment-view-compare-runs-card"]')
-    if count:
-        cards.nth(count - 1).wait_for(state="attached")
     found = {}
     for metric in metrics:
-        card = cards.filter(has=page.locator(f'h4[title="{metric}"]'))
-        if not count or card.count() == 0:
+        if not count:
             found[metric] = False
             continue
-        card.first.scroll_into_view_if_needed()  # the UI draws a chart once it is in view
-        card.first.locator(".scatterlayer g.trace path").first.wait_for(state="attached")
-        probe = card.first.evaluate(PLOT_PROBE)
+        page.get_by_placeholder("Search metric charts").fill(metric)
+        card = page.locator(CARD).filter(has=page.locator(f'h4[title="{metric}"]')).first
+        try:
+            card.wait_for(state="attached")
+        except playwright_api.TimeoutError:  # charts, but none of this metric
+            found[metric] = False
+            continue
+        card.scroll_into_view_if_needed()  # the UI draws a chart once it is in view
+        card.locator(".scatterlayer g.trace path").first.wait_for(state="attached")
+        probe = card.evaluate(PLOT_PROBE)
         drawn = probe["markers"] >= at_least or probe["vertices"] >= 2
         found[metric] = max(probe["points"] or [0]) >= at_least and drawn
     return found
@@ -188,6 +195,30 @@ def test_the_chart_check_fails_on_a_run_without_metrics(ui, store, page):
         "loss": False,
         "accuracy": False,
     }
+
+
+def test_the_run_lists_its_datasets_and_slides_through_its_predictions_by_epoch(ui, store, page):
+    """Notebook 01's run names its datasets on its overview, and its Model metrics tab holds
+    the predictions image logged once per epoch (``log_image(key=, step=)``) with a step slider
+    over every epoch."""
+    run = store["keras_run"]
+    epochs = int(run.data.params["epochs"])
+    base = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    page.goto(f"{base}?workflowType=machine_learning")
+    page.get_by_text("fashion-mnist-train").first.wait_for()
+    page.goto(f"{base}/model-metrics?workflowType=machine_learning")
+    page.get_by_test_id("experiment-view-compare-runs-section-header").first.wait_for()
+    page.get_by_placeholder("Search metric charts").fill("validation_predictions")
+    card = page.locator(CARD).filter(has_text="validation_predictions").first
+    card.wait_for()
+    card.scroll_into_view_if_needed()
+    slider = card.locator('[role="slider"]').first
+    slider.wait_for()
+    assert (slider.get_attribute("aria-valuemin"), slider.get_attribute("aria-valuemax")) == (
+        "0", str(epochs - 1)
+    )
+    card.locator("img").first.wait_for()
+    page.screenshot(path=str(SHOTS / "3-predictions-by-epoch.png"))
 
 
 def test_a_sample_image_previews_in_the_artifacts_tab(ui, store, page):

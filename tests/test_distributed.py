@@ -73,7 +73,7 @@ def test_launch_layout_reads_the_launchers_environment():
     assert launch_layout({"WORLD_SIZE": "4"}) == (4, 1)  # Azure ML sets no LOCAL_WORLD_SIZE
     with pytest.raises(ValueError, match="multiple of LOCAL_WORLD_SIZE"):
         launch_layout({"WORLD_SIZE": "3", "LOCAL_WORLD_SIZE": "2"})
-    assert node_id(1) == "rank-1"
+    assert node_id(1) == "node-1"
 
 
 def test_rank_0_creates_the_one_run_when_the_launcher_made_none(launched_without_a_run):
@@ -124,7 +124,7 @@ def test_system_metrics_exist_for_each_node_id(ddp_runs):
     client = MlflowClient()
     for run in ddp_runs:
         nodes = {key.split("/")[1] for key in run.data.metrics if key.startswith("system/")}
-        assert nodes == {node_id(rank) for rank in range(2)}
+        assert nodes == {node_id(0)}  # one machine: its system metrics once, whatever the ranks
         for node in nodes:
             cpu = client.get_metric_history(
                 run.info.run_id, f"system/{node}/cpu_utilization_percentage"

@@ -57,29 +57,27 @@ from importlib.metadata import version
 
 import lightning as L
 import mlflow
-import numpy as np
 import psutil
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 from mlflow import MlflowClient
-from mlflow.models import ModelSignature
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-from mlflow.types import Schema, TensorSpec
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dltrack import data, tracking
 from dltrack.distributed import launch_layout, node_id
-from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
+from dltrack.models.lightning_cnn import (
+    SIGNATURE,
+    FashionMNISTCNN,
+    FashionMNISTDataModule,
+    silence_known_noise,
+)
 
 #: Loading a pt2 model needs torch and MLflow only. Given, MLflow does not infer them: inferring
 #: loads the model in a fresh Python process, seconds per checkpoint.
 REQUIREMENTS = [f"torch=={version('torch')}", f"mlflow=={version('mlflow')}"]
-SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))]),
-    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
-)
 #: The tag that finds a run again after ``torchrun`` restarted the processes: its value is
 #: ``TORCHELASTIC_RUN_ID``, the same for every attempt of one ``torchrun`` launch.
 ELASTIC_RUN_TAG = "dltrack.torchelastic_run_id"
@@ -426,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
         ValueError: ``--batch-size`` is not a multiple of the processes; the run to continue
             (``MLFLOW_RUN_ID``) holds other params or has finished.
     """
+    silence_known_noise()  # the messages notebook 02 names, in every process's log
     args = parse_args(argv)
     world_size = args.devices * args.num_nodes
     if args.batch_size % world_size:
