@@ -22,19 +22,11 @@ import pytest
 
 from dltrack import sweeps
 from dltrack.processes import free_port
-from dltrack.team import PostgresError, TeamServer, server_binaries
+from dltrack.team import TeamServer
 from dltrack.team.postgres import write_private
+from teamstack import postgres_or_skip
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06_hyperparameter_sweeps.ipynb"
-
-
-def _postgres_or_skip() -> None:
-    try:
-        server_binaries()
-    except PostgresError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test team mode: {err}")
-        pytest.skip(str(err))
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Popen:
@@ -94,7 +86,7 @@ def test_a_secret_file_is_replaced_whole_and_private_while_another_process_reads
 @pytest.fixture(scope="module")
 def two_starts():
     """Two ``python -m dltrack.team start`` at once on a folder that does not exist yet."""
-    _postgres_or_skip()
+    postgres_or_skip()
     parent = Path(tempfile.mkdtemp(prefix="dltrack-team-"))
     parent.chmod(0o755)  # 'postgres' must enter it when we are root
     home = parent / "team"
