@@ -33,6 +33,9 @@ INSTALL_HINT = (
 
 #: Where Debian and Ubuntu put each PostgreSQL version's server binaries (``<version>/bin``).
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
+#: Seconds any one PostgreSQL command (initdb, pg_ctl, psql) may take before it is given up on:
+#: longer than ``pg_ctl start -t``'s own bound.
+COMMAND_TIMEOUT = 600
 
 
 class PostgresError(RuntimeError):
@@ -52,7 +55,9 @@ def server_binaries() -> Path:
     if env := os.environ.get("DLTRACK_PG_BINDIR"):
         candidates.append(Path(env))
     if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=60
+        )
         if out.returncode == 0:
             candidates.append(Path(out.stdout.strip()))
     debian = sorted(
@@ -142,7 +147,8 @@ class PostgresCluster:
 
     def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         out = subprocess.run(
-            self._command(program, *args), capture_output=True, text=True, check=False
+            self._command(program, *args), capture_output=True, text=True, check=False,
+            timeout=COMMAND_TIMEOUT,
         )
         if check and out.returncode != 0:
             raise PostgresError(
@@ -166,7 +172,7 @@ class PostgresCluster:
             ok = os.access(self.folder, os.W_OK | os.X_OK)
         else:
             probe = ["runuser", "-u", self.service_user, "--", "test", "-w", str(self.folder)]
-            ok = subprocess.run(probe, check=False).returncode == 0
+            ok = subprocess.run(probe, check=False, timeout=60).returncode == 0
         if not ok:
             who = f"the {self.service_user!r} OS user" if self.service_user else "this user"
             raise PostgresError(
