@@ -231,12 +231,16 @@ NOTEBOOK_TEST_TIMEOUT = 3600
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The notebooks' executions first (their failures are reported there), the tests that
-    destroy a shared server (``@pytest.mark.destroys_servers``) last, whatever the files' order
-    or a shuffle; and a longer timeout for tests that read the executions."""
+    """The notebooks' executions first (their failures are reported there), the tests that add
+    to what an execution left (``@pytest.mark.adds_to_executions``) after the tests that read
+    it, the tests that destroy a shared server (``@pytest.mark.destroys_servers``) last,
+    whatever the files' order or a shuffle; and a longer timeout for tests that read the
+    executions."""
 
     def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("destroys_servers"):
+            return 3
+        if item.get_closest_marker("adds_to_executions"):
             return 2
         return 0 if item.nodeid.startswith("tests/test_executions.py::") else 1
 

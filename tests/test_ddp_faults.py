@@ -124,8 +124,9 @@ def test_a_relaunch_into_a_run_with_other_params_fails_fast_and_leaves_the_run_a
 @pytest.mark.timeout(240)
 def test_a_stopped_rank_fails_the_job_and_the_run_says_which(uri):
     """SIGSTOP rank 1 mid-epoch: rank 0 fails in its next collective after the process group's
-    timeout (10 s here), records why and ends the run FAILED; torchrun stops rank 1 (SIGKILL,
-    after its 30 s of grace) and exits non-zero. Before: gloo's default timeout, 30 minutes."""
+    timeout (10 s here; 20 s by default), records why and ends the run FAILED; torchrun stops
+    rank 1 (SIGKILL, after its 30 s of grace) and exits non-zero. Before: gloo's default timeout,
+    30 minutes."""
     command = torchrun("--epochs", "3", "--checkpoints", "none", "--process-group-timeout", "10")
     code, log, stopped = launch_and_signal(command, environment(uri), signal.SIGSTOP, 200)
     assert stopped is not None and code != 0, log[-3000:]
@@ -144,9 +145,10 @@ def test_a_stopped_rank_fails_the_job_and_the_run_says_which(uri):
 def test_a_killed_rank_is_restarted_and_the_training_resumes_into_the_same_run(uri, tmp_path):
     """SIGKILL rank 1 in the middle of epoch 2 of 3 under ``torchrun --max-restarts=1``: the
     restarted processes resume the same run from epoch 1's checkpoint, each epoch's metrics and
-    checkpoint model are logged once, and the test accuracy is within a point of an
-    uninterrupted training with the same seed. Before: no resume (epoch 0 again, in a new run), and the restart hung
-    in gloo's connectFullMesh."""
+    checkpoint model are logged once, with its metrics linked to the datasets, and the test
+    accuracy is within 0.3 points of an uninterrupted training with the same seed. Before: no
+    resume (epoch 0 again, in a new run), the restart hung in gloo's connectFullMesh, and the
+    resumed epoch drew other dropout masks (0.8 points lower)."""
     code, log, killed = launch_and_signal(
         torchrun("--epochs", "3", restarts=1), environment(uri), signal.SIGKILL, 380
     )
@@ -170,11 +172,23 @@ def test_a_killed_rank_is_restarted_and_the_training_resumes_into_the_same_run(u
     assert "resuming after epoch 0" in log
     nodes = {key.split("/")[1] for key in run.data.metrics if key.startswith("system/")}
     assert nodes == {"node-0"}  # one machine, sampled once
+    contexts = {
+        d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"]
+        for d in run.inputs.dataset_inputs
+    }  # logged once, though the run was opened twice
+    assert contexts == {"fashion-mnist-train": "training", "fashion-mnist-validation": "validation",
+                        "fashion-mnist-test": "test"}  # fmt: skip
+    assert len(run.inputs.dataset_inputs) == 3
+    last = next(model for model in models if model.name == "checkpoint-2")
+    assert {(m.key, m.dataset_name) for m in last.metrics if m.key.endswith("_acc")} == {
+        ("train_acc", "fashion-mnist-train"), ("val_acc", "fashion-mnist-validation"),
+        ("test_acc", "fashion-mnist-test"),
+    }  # fmt: skip
 
     fresh = f"sqlite:///{tmp_path / 'uninterrupted.db'}"
     done = run_bounded(torchrun("--epochs", "3", "--checkpoints", "none"), environment(fresh), 300)
     assert done.returncode == 0, done.stderr[-3000:]
     uninterrupted = only_run(fresh).data.metrics["test_acc"]
-    # Measured: 0.814 resumed against 0.822 uninterrupted, the same in every run (the resumed
-    # epoch trains differently, cause not found); the issue's target is 0.3 points.
-    assert abs(run.data.metrics["test_acc"] - uninterrupted) <= 0.01
+    # Measured: 0.814 both (each batch seeds its dropout). Before the batch seeds: 0.814 against
+    # 0.822, since a resumed fit made the epoch's loader at another point of the random stream.
+    assert abs(run.data.metrics["test_acc"] - uninterrupted) <= 0.003

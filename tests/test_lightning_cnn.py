@@ -11,6 +11,7 @@ from dltrack.models.lightning_cnn import (  # noqa: E402
     SIGNATURE,
     FashionMNISTCNN,
     FashionMNISTDataModule,
+    mlflow_datasets,
 )
 
 
@@ -70,6 +71,28 @@ def test_datamodule_split_and_batches(datamodule):
     reference = datasets.FashionMNIST(datamodule.root, train=False, transform=transforms.ToTensor())
     assert torch.equal(datamodule.test_set.tensors[0][3], reference[3][0])
     assert int(datamodule.test_set.tensors[1][3]) == reference[3][1]
+
+
+def test_the_three_parts_are_named_mlflow_datasets_of_the_split(datamodule):
+    datasets = mlflow_datasets(datamodule)
+    assert {context: d.name for context, d in datasets.items()} == {
+        "training": "fashion-mnist-train", "validation": "fashion-mnist-validation",
+        "test": "fashion-mnist-test",
+    }  # fmt: skip
+    for context, part in (("training", datamodule.train_set), ("validation", datamodule.val_set)):
+        images, labels = part.dataset.tensors
+        np.testing.assert_array_equal(datasets[context].features, images[part.indices].numpy())
+        np.testing.assert_array_equal(datasets[context].targets, labels[part.indices].numpy())
+    assert datasets["test"].features.shape == (500, 1, 28, 28)
+    assert datasets["test"].features.dtype == np.float32
+    assert all(d.source.url == "https://github.com/zalandoresearch/fashion-mnist"
+               for d in datasets.values())  # fmt: skip
+    assert len({d.digest for d in datasets.values()}) == 3
+    other_split = FashionMNISTDataModule(root=datamodule.root, seed=1)
+    other_split.setup()
+    assert mlflow_datasets(other_split)["training"].digest != datasets["training"].digest
+    with pytest.raises(RuntimeError, match=r"setup\('fit'\) first"):
+        mlflow_datasets(FashionMNISTDataModule(root=datamodule.root))
 
 
 def test_split_is_seeded(datamodule):

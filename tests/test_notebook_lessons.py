@@ -84,9 +84,10 @@ TAUGHT = {
         'with mlflow.start_run(run_name="ddp-cnn") as run:', "mlflow.search_runs(",
         ".get_metric_history(", "mlflow.search_logged_models(", '"field_name": "metrics.val_acc"',
         'mlflow.pyfunc.load_model(f"models:/{best.model_id}")', "mlflow.log_metric(",
-        "model_id=best.model_id", "mlflow.register_model(", "tracking.promote(", "--every-rank-logs", "torch.cuda.is_available()", "command(",
+        "model_id=best.model_id", "mlflow.register_model(", "tracking.promote(", "--every-rank-logs", "torch.cuda.is_available()",
+        "command(", ".inputs.dataset_inputs", "metric.dataset_name",
         "PyTorchDistribution(process_count_per_instance=", "instance_count=", "compute=",
-        "load_job(", "ml_client.jobs.create_or_update(job)", "ml_client.jobs.stream(",
+        "print(job)", "Environment(", "ml_client.jobs.create_or_update(job)", "ml_client.jobs.stream(",
         "threading.Timer(", 'mlflow.log_text("".join(log), "torchrun.log")', "--max-restarts=",
     ],
     "06_hyperparameter_sweeps.ipynb": [

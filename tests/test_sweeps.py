@@ -11,6 +11,7 @@ the trial ended).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -312,6 +313,74 @@ def test_the_parent_run_page_lists_its_children(parents, team, browser):
     page.screenshot(path=str(shots / "sweep-parent-run.png"))
     context.close()
     assert found == expected
+
+
+def _join_lines(executed: Path) -> list[str]:
+    """The shell lines notebook 06's scale-out cell printed under "join from another terminal"."""
+    import nbformat
+
+    for cell in nbformat.read(executed, as_version=4).cells:
+        text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
+        if "join from another terminal" in text:
+            after = text.split("join from another terminal", 1)[1].splitlines()[1:]
+            return after[: next(i for i, line in enumerate(after) if line.startswith("python "))+ 1]
+    raise AssertionError(f"no join lines printed in {executed}")
+
+
+@pytest.mark.team
+@pytest.mark.notebook
+@pytest.mark.adds_to_executions
+@pytest.mark.timeout(600)
+def test_the_printed_join_line_runs_a_worker_that_joins_the_same_study_and_store(parents, notebooks):
+    """The lines notebook 06 prints for another terminal, run as printed in a shell elsewhere
+    (only ``python`` is this environment's, and the account's credentials are the joiner's own):
+    the worker joins the same study in the same storage and logs its trials as children of the
+    same parent on the same server, trained with the study's epochs and data. Before: the line
+    lacked the epochs, data and tracking URI, and a worker started from it trained something else
+    into another store."""
+    execution = notebooks.execution(SWEEPS, 2)
+    lines = _join_lines(execution.executed)
+    parent = parents[0]  # the second execution's
+    assert [line.split("=", 1)[0] for line in lines[:2]] == [
+        f"export {sweeps.STORAGE_ENV_VAR}", "export MLFLOW_TRACKING_URI"
+    ]
+    assert f"--parent-run-id {parent.info.run_id}" in lines[2]
+    # the study's settings named, not left to the worker's defaults (which the tests' match)
+    worker = sweeps._parser().parse_args(shlex.split(lines[2])[3:])
+    assert {"--epochs", "--data-dir"} <= set(shlex.split(lines[2]))
+    assert (worker.epochs, worker.data_dir) == (int(parent.data.params["epochs"]), "")
+    storage = execution.overrides[sweeps.STORAGE_ENV_VAR]
+    script = "\n".join(lines).replace(sweeps.shown_url(storage), storage)  # the password back
+    study = optuna.load_study(study_name=STUDY, storage=sweeps.study_storage(storage))
+    before = {t.number for t in study.trials}
+    account = {k: v for k, v in execution.overrides.items()
+               if k.startswith("MLFLOW_TRACKING_") and k != "MLFLOW_TRACKING_URI"}  # fmt: skip
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", sweeps.STORAGE_ENV_VAR, "DLTRACK_EPOCHS")}  # fmt: skip
+    env.update(account, PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+    with tempfile.TemporaryDirectory() as elsewhere:
+        done = subprocess.run(["bash", "-euc", script], cwd=elsewhere, env=env, timeout=540,
+                              capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    study = optuna.load_study(study_name=STUDY, storage=sweeps.study_storage(storage))
+    joined = [t for t in study.trials if t.number not in before]
+    assert len(joined) == 2
+    assert {t.user_attrs["mlflow_parent_run_id"] for t in joined} == {parent.info.run_id}
+    children = {
+        run.info.run_id: run
+        for run in MlflowClient().search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        )
+    }
+    for trial in joined:
+        child = children[trial.user_attrs["mlflow_run_id"]]
+        assert child.data.params["max_epochs"] == parent.data.params["epochs"]
+        assert child.data.tags["optuna.trial_state"] == trial.state.name
+        contexts = {d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"]
+                    for d in child.inputs.dataset_inputs}  # fmt: skip
+        assert contexts == {"fashion-mnist-train": "training",
+                            "fashion-mnist-validation": "validation"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

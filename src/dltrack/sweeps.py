@@ -305,8 +305,9 @@ class Objective:
     """One trial: train notebook 02's CNN with the suggested values in an MLflow child run of
     ``parent_run_id``; return the last epoch's validation accuracy (a float in [0, 1]).
 
-    The child run holds the trial's params, the per-epoch metrics at ``step=epoch``
-    (:func:`epoch_metrics_callback`), a completed trial's weights
+    The child run holds the trial's params, its training and validation datasets
+    (``mlflow.log_input``, contexts ``training`` and ``validation``), the per-epoch metrics at
+    ``step=epoch`` (:func:`epoch_metrics_callback`), a completed trial's weights
     (:data:`WEIGHTS`), and tags ``optuna.study``, ``optuna.trial_number``,
     ``optuna.trial_state`` (COMPLETE or PRUNED; a pruned trial also ``optuna.pruned_at_epoch``,
     from 0; FAIL if another process failed the trial meanwhile) and ``sweep.worker``
@@ -339,7 +340,11 @@ class Objective:
         import torch
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from dltrack.models.lightning_cnn import FashionMNISTCNN, FashionMNISTDataModule
+        from dltrack.models.lightning_cnn import (
+            FashionMNISTCNN,
+            FashionMNISTDataModule,
+            mlflow_datasets,
+        )
 
         params = suggest(trial)
         L.seed_everything(self.seed, verbose=False)
@@ -360,6 +365,10 @@ class Objective:
                              "optuna.trial_number": trial.number,
                              "sweep.worker": f"{socket.gethostname()}:{os.getpid()}"})  # fmt: skip
             mlflow.log_params({**params, "seed": self.seed, "max_epochs": self.epochs})
+            datamodule.setup("fit")  # the split, to name the datasets (fit makes the same one)
+            for context, dataset in mlflow_datasets(datamodule).items():
+                if context != "test":  # a trial never sees the test images
+                    mlflow.log_input(dataset, context=context)
             trainer = L.Trainer(
                 max_epochs=self.epochs, enable_checkpointing=False, enable_progress_bar=False,
                 enable_model_summary=False, logger=False,

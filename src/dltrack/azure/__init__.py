@@ -3,21 +3,21 @@
 - :func:`endpoint_name`: an endpoint name that is unique per learner and the same on re-runs;
 - :class:`LocalInferenceServer` (:mod:`.local_server`): Azure's own inference server on
   127.0.0.1 with :mod:`.score`, the no-code MLflow deployment's request/response contract,
-  to check a request without an Azure subscription;
-- :func:`dump_job`: a command job (notebook 05) as the YAML ``load_job`` reads, for a dry run.
+  to check a request without an Azure subscription.
+
+Notebook 05's command job needs nothing from here: ``azure.ai.ml.command`` builds it and
+``print(job)`` shows it.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
-import os
-from pathlib import Path
 
 from dltrack.azure.local_server import LocalInferenceServer, inference_server_python
 from dltrack.config import project_root
 
-__all__ = ["LocalInferenceServer", "dump_job", "endpoint_name", "inference_server_python"]
+__all__ = ["LocalInferenceServer", "endpoint_name", "inference_server_python"]
 
 
 def endpoint_name(prefix: str = "fmnist") -> str:
@@ -39,17 +39,3 @@ def endpoint_name(prefix: str = "fmnist") -> str:
     digest = hashlib.sha256(f"{getpass.getuser()}:{project_root()}".encode()).hexdigest()[:8]
     return f"{prefix[:23]}-{digest}"
 
-
-def dump_job(job, path: str | os.PathLike[str]) -> Path:
-    """Write ``job`` (what :func:`azure.ai.ml.command` returns) as the job YAML that
-    ``az ml job create --file`` and :func:`azure.ai.ml.load_job` read; returns the path.
-
-    ``command()`` returns a pipeline node; its own ``dump`` writes the job wrapped in a
-    component, which ``load_job`` refuses (azure-ai-ml 1.35). ``ml_client.jobs.create_or_update``
-    submits the node's ``_to_job()``, and that is what is written here. A local input folder is
-    written with an ``azureml:`` prefix; on submission the SDK uploads the folder instead.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    job._to_job().dump(target)
-    return target

@@ -37,8 +37,18 @@ it finds gone or stopped). With restarts left, ``torchrun`` starts every process
 finds the same run (``MLFLOW_RUN_ID``, or the run tagged with ``torchrun``'s
 ``TORCHELASTIC_RUN_ID``), checks its params are this training's, and every rank resumes from the
 last epoch whose metrics were logged (``trainer.fit(ckpt_path=...)``), so each epoch's metrics and
-model are logged once. Each epoch starts from a seed of its own, so a resumed epoch draws the
-same dropout masks as the interrupted one did.
+model are logged once. Each batch draws from a seed of its own (``--seed``, epoch, batch, rank),
+so a resumed epoch draws the same dropout masks as the interrupted one did: seeding each epoch
+was not enough, because a resumed fit makes the epoch's shuffled loader at another point and
+that draw moved every later random number.
+
+Data: rank 0 logs the training and validation datasets (``mlflow.log_input``, contexts
+``training`` and ``validation``) when it opens the run, and the test dataset with the test
+metrics; each epoch's ``train_*`` metrics are linked to the training dataset, its ``val_*``
+metrics to the validation dataset, and all of them to the epoch's checkpoint model
+(``mlflow.log_metrics(..., model_id=, dataset=)``; MLflow keeps the dataset link with the model's
+metrics). The test metrics are linked to the test dataset and the last checkpoint, the weights
+tested.
 """
 
 from __future__ import annotations
@@ -57,11 +67,13 @@ from importlib.metadata import version
 
 import lightning as L
 import mlflow
+import numpy as np
 import psutil
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 from mlflow import MlflowClient
+from mlflow.data.dataset import Dataset
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -72,6 +84,7 @@ from dltrack.models.lightning_cnn import (
     SIGNATURE,
     FashionMNISTCNN,
     FashionMNISTDataModule,
+    mlflow_datasets,
     silence_known_noise,
 )
 
@@ -130,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--process-group-timeout",
         type=float,
-        default=30.0,
+        default=20.0,
         help="seconds a collective waits for the other processes before it fails",
     )
     add(
@@ -157,22 +170,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class OneRunPerTraining(L.Callback):
     """The rank-0 rule as a Lightning callback: after each epoch's validation
     (``on_train_epoch_end``) rank 0 logs the epoch's full checkpoint, its model, and last its
-    metrics linked to the model. Each epoch starts from its own seed (``on_train_epoch_start``).
+    metrics linked to the model and to the dataset each was measured on (``datasets``, by
+    context: ``training``, ``validation``). Each batch draws from its own seed
+    (``on_train_batch_start``).
     """
 
-    def __init__(self, args: argparse.Namespace, folder: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, folder: str, datasets: dict[str, Dataset]
+    ) -> None:
         self.args = args
         self.folder = folder  # where this process writes a checkpoint before logging it
+        self.datasets = datasets
 
     def logs(self, trainer: L.Trainer) -> bool:
         """Whether this process logs params, metrics and models."""
         return trainer.is_global_zero or self.args.every_rank_logs
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Seed the epoch (dropout) from ``--seed`` and the epoch number, and say it started."""
-        torch.manual_seed(self.args.seed * 1000 + trainer.current_epoch)
+        """Say the epoch started (in the log a failure saves)."""
         log.info("rank %d (pid %d): epoch %d starts", trainer.global_rank, os.getpid(),
                  trainer.current_epoch)  # fmt: skip
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        """Seed the batch's random numbers (dropout) from ``--seed``, the epoch, the batch and
+        the rank: the same whether the epoch runs through or is resumed."""
+        key = [self.args.seed, trainer.current_epoch, batch_idx, trainer.global_rank]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Rank 0: the epoch's full checkpoint, its model, then its metrics."""
@@ -192,7 +217,12 @@ class OneRunPerTraining(L.Callback):
             os.remove(path)
         if self.args.checkpoints != "none":
             model_id = log_checkpoint(pl_module, trainer.datamodule, epoch, self.args.checkpoints)
-        mlflow.log_metrics(metrics, step=epoch, model_id=model_id)  # last: the epoch's commit
+        training = {key: value for key, value in metrics.items() if key.startswith("train_")}
+        mlflow.log_metrics(training, step=epoch, model_id=model_id,
+                           dataset=self.datasets.get("training"))  # fmt: skip
+        validation = {key: value for key, value in metrics.items() if key not in training}
+        mlflow.log_metrics(validation, step=epoch, model_id=model_id,
+                           dataset=self.datasets.get("validation"))  # last: the epoch's commit
         log.info("epoch %d logged: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
 
 
@@ -282,6 +312,18 @@ def committed_epoch(run_id: str) -> int | None:
     return max(steps) if steps else None
 
 
+def checkpoint_model_id(run_id: str, epoch: int) -> str | None:
+    """The ``model_id`` of the run's checkpoint model of ``epoch``, or ``None`` (not logged as a
+    model: ``--checkpoints artifacts`` or ``none``, or ``--every-rank-logs``)."""
+    run = MlflowClient().get_run(run_id)
+    found = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = 'checkpoint-{epoch}'",
+        output_format="list",
+    )
+    return found[0].model_id if found else None
+
+
 def drop_uncommitted_models(run: mlflow.entities.Run, last_epoch: int | None) -> None:
     """Delete the run's checkpoint models of epochs after ``last_epoch``: logged by a process
     that failed before the epoch's metrics, they are logged again when the epoch is redone."""
@@ -297,9 +339,12 @@ def drop_uncommitted_models(run: mlflow.entities.Run, last_epoch: int | None) ->
             log.info("deleted %s (%s): its epoch has no metrics", model.name, model.model_id)
 
 
-def open_run(args: argparse.Namespace, params: dict) -> tuple[str, int | None]:
-    """Rank 0: start or resume the training's run and log its params; returns the run id and
-    the epoch to resume after (``None``: start at epoch 0).
+def open_run(
+    args: argparse.Namespace, params: dict, datasets: dict[str, Dataset]
+) -> tuple[str, int | None]:
+    """Rank 0: start or resume the training's run and log its params and its training and
+    validation datasets (once: a resumed run has them); returns the run id and the epoch to
+    resume after (``None``: start at epoch 0).
 
     Raises:
         ValueError: the run to continue holds other params, or has finished (nothing is changed
@@ -320,6 +365,9 @@ def open_run(args: argparse.Namespace, params: dict) -> tuple[str, int | None]:
             drop_uncommitted_models(held, resume)
         run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
     mlflow.log_params(params)
+    if not MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs:
+        for context in ("training", "validation"):
+            mlflow.log_input(datasets[context], context=context)
     if resume is not None:
         log.info("run %s: resuming after epoch %d", run.info.run_id, resume)
     return run.info.run_id, resume
@@ -455,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     }  # fmt: skip
     mlflow.set_system_metrics_node_id(node_id(rank // args.devices))
     mlflow.set_system_metrics_sampling_interval(args.system_metrics_interval)
-    run_id, resume, peers, monitor = None, None, [], None
+    run_id, resume, peers, monitor, datasets = None, None, [], None, {}
     if world_size > 1:  # rank 0 opens the run while the others wait: a store's first use is slow
         setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
     folder = tempfile.mkdtemp(prefix=f"dltrack-ddp-rank{rank}-")
@@ -465,7 +513,9 @@ def main(argv: list[str] | None = None) -> None:
             run_id = mlflow.start_run(run_name=args.run_name, log_system_metrics=True).info.run_id
             mlflow.log_params(params)
         elif rank == 0:
-            run_id, resume = open_run(args, params)
+            datamodule.setup("fit")  # the split, to name the datasets (fit makes the same one)
+            datasets = mlflow_datasets(datamodule)
+            run_id, resume = open_run(args, params, datasets)
         if world_size > 1:
             shared = [run_id, resume] if rank == 0 else [None, None]
             dist.broadcast_object_list(shared, src=0, group=setup_group)
@@ -496,13 +546,17 @@ def main(argv: list[str] | None = None) -> None:
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[OneRunPerTraining(args, folder)],
+            callbacks=[OneRunPerTraining(args, folder, datasets)],
         )
         ckpt_path = resume_checkpoint(run_id, resume, folder)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         tested = trainer.test(model, datamodule=datamodule, verbose=False)[0]
         if rank == 0 or args.every_rank_logs:
-            mlflow.log_metrics(tested, step=args.epochs)
+            if "test" in datasets:
+                mlflow.log_input(datasets["test"], context="test")
+            tested_model = checkpoint_model_id(run_id, args.epochs - 1)  # the weights tested
+            mlflow.log_metrics(tested, step=args.epochs, model_id=tested_model,
+                               dataset=datasets.get("test"))  # fmt: skip
             mlflow.end_run(status="FINISHED")  # rank 0 alone ends the run
     except BaseException as error:
         record_failure(error, run_id, rank, peers)

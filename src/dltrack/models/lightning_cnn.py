@@ -51,9 +51,11 @@ import warnings
 from typing import Literal
 
 import lightning as L
+import mlflow.data
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mlflow.data.numpy_dataset import NumpyDataset
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from torch import nn
@@ -65,10 +67,12 @@ from dltrack.models.schedules import LRSchedule, check_lr_schedule
 
 __all__ = [
     "COURSE_LEARNING_RATE",
+    "DATA_SOURCE",
     "KNOWN_NOISE",
     "SIGNATURE",
     "FashionMNISTDataModule",
     "FashionMNISTCNN",
+    "mlflow_datasets",
     "silence_known_noise",
 ]
 
@@ -119,6 +123,9 @@ def silence_known_noise() -> None:
 
 
 COURSE_LEARNING_RATE = 0.02
+#: Where Fashion-MNIST comes from (Zalando's release), the ``source`` of its MLflow datasets; the
+#: shipped subset is drawn from it, and a run's ``data`` parameter names the files used.
+DATA_SOURCE = "https://github.com/zalandoresearch/fashion-mnist"
 
 #: What :class:`FashionMNISTCNN` takes and gives, as MLflow records it with a logged model:
 #: (n, 1, 28, 28) float32 images in [0, 1], channels first, in; (n, 10) float32 logits out; -1
@@ -310,3 +317,30 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:  # noqa: D102
         return self._loader(self.test_set, shuffle=False)
+
+
+def mlflow_datasets(datamodule: FashionMNISTDataModule) -> dict[str, NumpyDataset]:
+    """The data module's three parts as MLflow datasets, keyed by the ``context`` a run logs them
+    with: ``"training"`` (``fashion-mnist-train``), ``"validation"`` (``fashion-mnist-validation``)
+    and ``"test"`` (``fashion-mnist-test``), each ``mlflow.data.from_numpy`` of the (n, 1, 28, 28)
+    float32 images in [0, 1] with their (n,) int64 labels as targets, source :data:`DATA_SOURCE`.
+    Notebook 02 builds the same datasets in a cell of its own.
+
+    Raises:
+        RuntimeError: ``datamodule.setup`` has not run (there is no split yet).
+    """
+    if not hasattr(datamodule, "train_set"):
+        raise RuntimeError("call datamodule.setup('fit') first: the split is made there")
+    images, labels = datamodule.train_set.dataset.tensors  # before the split
+    parts = {
+        "training": ("train", images[datamodule.train_set.indices],
+                     labels[datamodule.train_set.indices]),
+        "validation": ("validation", images[datamodule.val_set.indices],
+                       labels[datamodule.val_set.indices]),
+        "test": ("test", *datamodule.test_set.tensors),
+    }  # fmt: skip
+    return {
+        context: mlflow.data.from_numpy(x.numpy(), targets=y.numpy(), source=DATA_SOURCE,
+                                        name=f"fashion-mnist-{name}")  # fmt: skip
+        for context, (name, x, y) in parts.items()
+    }
