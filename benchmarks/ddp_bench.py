@@ -9,7 +9,8 @@ epochs, seed and global batch (64: 32 per process under DDP), against a throw-aw
 with the CPU split fairly: the single process gets 2 threads, each DDP process 1
 (``OMP_NUM_THREADS``). Per seed the arms run one after the other, in rotating order. The ``ddp-fp16`` arm is the ``ddp``
 arm with the script's ``--ddp-comm-hook fp16``: DDP registers PyTorch's
-``default_hooks.fp16_compress_hook`` (through Lightning's ``DDPStrategy(ddp_comm_hook=...)``), which
+``default_hooks.fp16_compress_hook`` (the script's ``CompressGradients`` callback registers it on
+the DDP model: Lightning's ``DDPStrategy(ddp_comm_hook=...)`` ignores a hook on the CPU), which
 casts each gradient bucket to float16 before the all-reduce and back after it, halving the bytes
 exchanged.
 The time is the run's duration in MLflow (fit, validation and test; process start-up and imports

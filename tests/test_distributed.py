@@ -34,18 +34,19 @@ def all_runs(uri: str) -> list:
 @pytest.fixture(scope="module")
 def launched_without_a_run(tmp_path_factory) -> dict:
     """One ``torchrun --standalone --nproc_per_node=2`` training, 1 epoch of 2 batches, no
-    checkpoints, launched without ``MLFLOW_RUN_ID`` (rank 0 creates the run), in a store of its
-    own: what the notebook, whose cell makes the run first, does not do."""
+    checkpoints, gradients exchanged as float16, launched without ``MLFLOW_RUN_ID`` (rank 0
+    creates the run), in a store of its own: what the notebook, whose cell makes the run first,
+    does not do."""
     folder = tmp_path_factory.mktemp("ddp")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "DLTRACK_FASHION_MNIST_DIR": ""}
     env.pop("MLFLOW_RUN_ID", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "dltrack.distributed.train", "--epochs", "1", "--limit-batches", "2",
-               "--checkpoints", "none", "--experiment", EXPERIMENT]  # fmt: skip
+               "--checkpoints", "none", "--experiment", EXPERIMENT, "--ddp-comm-hook", "fp16"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    return {"uri": uri, "runs": all_runs(uri)}
+    return {"uri": uri, "runs": all_runs(uri), "log": done.stderr}
 
 
 @pytest.fixture()
@@ -83,6 +84,15 @@ def test_rank_0_creates_the_one_run_when_the_launcher_made_none(launched_without
     assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
     assert run.data.params["world_size"] == "2" and run.data.params["epochs"] == "1"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [0]
+
+
+def test_the_fp16_option_registers_the_compression_hook_on_the_cpu(launched_without_a_run):
+    """Lightning's ``DDPStrategy(ddp_comm_hook=...)`` ignores a hook on the CPU: the script
+    registers it itself, in every process (the benchmark's ``ddp-fp16`` arm was plain DDP)."""
+    (run,) = launched_without_a_run["runs"]
+    assert run.data.params["ddp_comm_hook"] == "fp16" and run.data.params["backend"] == "gloo"
+    log = launched_without_a_run["log"]
+    assert {f"rank {r}: gradients are exchanged as float16" in log for r in (0, 1)} == {True}
 
 
 @pytest.mark.notebook

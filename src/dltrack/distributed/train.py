@@ -226,6 +226,20 @@ class OneRunPerTraining(L.Callback):
         log.info("epoch %d logged: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
 
 
+class CompressGradients(L.Callback):
+    """DDP sends each bucket of gradients as float16 and averages it back in float32: PyTorch's
+    ``fp16_compress_hook``, registered on the DDP-wrapped model
+    (``DistributedDataParallel.register_comm_hook``) once Lightning has wrapped it. Lightning's
+    own ``DDPStrategy(ddp_comm_hook=...)`` registers a hook on CUDA devices only and ignores it on
+    the CPU (gloo); this registers it on either."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Register the hook before the first backward pass."""
+        trainer.strategy.model.register_comm_hook(state=None,
+                                                  hook=default_hooks.fp16_compress_hook)  # fmt: skip
+        log.info("rank %d: gradients are exchanged as float16", trainer.global_rank)
+
+
 def use_experiment(name: str) -> None:
     """``mlflow.set_experiment(name)``, created beside a SQLite store if missing."""
     tracking.prepare_experiment(name)  # artifacts beside a SQLite store, restored if deleted
@@ -527,12 +541,14 @@ def main(argv: list[str] | None = None) -> None:
             monitor = SystemMetricsMonitor(run_id, sampling_interval=args.system_metrics_interval,
                                            resume_logging=True, node_id=node_id(rank // args.devices))  # fmt: skip
             monitor.start()
-        hook = default_hooks.fp16_compress_hook if args.ddp_comm_hook == "fp16" else None
         strategy = (
-            DDPStrategy(process_group_backend=backend, timeout=timeout, ddp_comm_hook=hook)
+            DDPStrategy(process_group_backend=backend, timeout=timeout)
             if world_size > 1
             else "auto"
         )
+        callbacks = [OneRunPerTraining(args, folder, datasets)]
+        if args.ddp_comm_hook == "fp16" and world_size > 1:
+            callbacks.append(CompressGradients())
         trainer = L.Trainer(
             accelerator="auto",  # CUDA if there is one (then NCCL carries the gradients), else CPU
             strategy=strategy,  # DDP: gloo on CPU, nccl on CUDA
@@ -546,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[OneRunPerTraining(args, folder, datasets)],
+            callbacks=callbacks,
         )
         ckpt_path = resume_checkpoint(run_id, resume, folder)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
