@@ -105,7 +105,7 @@ TAUGHT = {
 
 #: A call into dltrack: module.function( or a dltrack class.
 HELPER_CALL = re.compile(
-    r"\b(?:data|evaluation|tracking|serving|fast|azure|sentiment|keras_cnn|sweeps)\.[a-z_]+\(|"
+    r"(?<![\w.])(?:data|evaluation|tracking|serving|fast|azure|sentiment|keras_cnn|sweeps)\.[a-z_]+\(|"
     r"\b(?:FashionMNISTCNN|FashionMNISTDataModule)\("
 )
 

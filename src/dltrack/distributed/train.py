@@ -227,8 +227,10 @@ class OneRunPerTraining(L.Callback):
 
 
 class CompressGradients(L.Callback):
-    """DDP sends each bucket of gradients as float16 and averages it back in float32: PyTorch's
-    ``fp16_compress_hook``, registered on the DDP-wrapped model
+    """DDP exchanges the gradients as float16: PyTorch's ``fp16_compress_hook`` divides each
+    bucket by the number of processes, casts it to float16, sums it over the processes in
+    float16 and copies the result back into the float32 gradients. It is registered on the
+    DDP-wrapped model
     (``DistributedDataParallel.register_comm_hook``) once Lightning has wrapped it. Lightning's
     own ``DDPStrategy(ddp_comm_hook=...)`` registers a hook on CUDA devices only and ignores it on
     the CPU (gloo); this registers it on either."""

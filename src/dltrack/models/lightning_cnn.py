@@ -324,7 +324,9 @@ def mlflow_datasets(datamodule: FashionMNISTDataModule) -> dict[str, NumpyDatase
     with: ``"training"`` (``fashion-mnist-train``), ``"validation"`` (``fashion-mnist-validation``)
     and ``"test"`` (``fashion-mnist-test``), each ``mlflow.data.from_numpy`` of the (n, 1, 28, 28)
     float32 images in [0, 1] with their (n,) int64 labels as targets, source :data:`DATA_SOURCE`.
-    Notebook 02 builds the same datasets in a cell of its own.
+    Notebook 02 builds its training and validation datasets the same way, in a cell of its own;
+    its test dataset is another one of the same name (the labels with a model's predictions,
+    which ``mlflow.models.evaluate`` scores), so it has another digest.
 
     Raises:
         RuntimeError: ``datamodule.setup`` has not run (there is no split yet).
