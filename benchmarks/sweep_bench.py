@@ -66,10 +66,9 @@ def sweep(
         started = time.perf_counter()
         processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "dltrack.sweeps", "--study", name, "--parent-run-id",
-                 parent.info.run_id, "--trials", str(share),
-                 "--epochs", str(epochs), "--data-dir", data, "--seed", str(i),
-                 "--threads", str(max(1, threads // workers)), "--prune-below", "0"],
+                [sys.executable, *sweeps.worker_command(
+                    name, parent.info.run_id, trials=share, epochs=epochs, data_dir=data,
+                    seed=i, threads=max(1, threads // workers), prune_below=0)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 env=dict(os.environ, **{sweeps.STORAGE_ENV_VAR: storage}),
             )

@@ -93,7 +93,7 @@ TAUGHT = {
     "06_hyperparameter_sweeps.ipynb": [
         "mlflow.set_tracking_uri(", "mlflow.set_experiment(", "optuna.create_study(",
         "load_if_exists=True", "optuna.delete_study(", 'with mlflow.start_run(run_name="sweep")',
-        "subprocess.Popen(", '"-m", "dltrack.sweeps"', "mlflow.search_runs(",
+        "subprocess.Popen(", "sweeps.worker_command(", "mlflow.search_runs(",
         "tags.mlflow.parentRunId", "study.get_trials(", "study.best_trial", "mlflow.log_params(",
         "mlflow.log_metric(", "plot_optimization_history(", "plot_intermediate_values(",
         "mlflow.log_figure(", "mlflow.artifacts.download_artifacts(", "load_state_dict(",

@@ -43,9 +43,8 @@ def store(tmp_path, monkeypatch):
 
 def _worker(study: str, parent: str, storage: str, trials: int, epochs: int, seed: int):
     return subprocess.Popen(
-        [sys.executable, "-m", "dltrack.sweeps", "--study", study, "--parent-run-id", parent,
-         "--trials", str(trials), "--epochs", str(epochs), "--threads", "1", "--seed", str(seed),
-         "--prune-below", "0"],
+        [sys.executable, *sweeps.worker_command(study, parent, trials=trials, epochs=epochs,
+                                                seed=seed, threads=1, prune_below=0)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, **{sweeps.STORAGE_ENV_VAR: storage}),
     )  # fmt: skip
@@ -113,8 +112,7 @@ def test_a_study_refuses_other_epochs_or_data_and_says_how_to_start_afresh(store
         sweeps.check_study_settings(study, other)
     # a worker joining with other epochs is refused before it trains or opens a run
     out = subprocess.run(
-        [sys.executable, "-m", "dltrack.sweeps", "--study", "settings", "--parent-run-id", "x",
-         "--epochs", "3", "--trials", "1"],
+        [sys.executable, *sweeps.worker_command("settings", "x", trials=1, epochs=3)],
         capture_output=True, text=True, timeout=240, check=False,
         env=dict(os.environ, **{sweeps.STORAGE_ENV_VAR: storage}),
     )  # fmt: skip

@@ -92,14 +92,13 @@ def run_sweep(
         study.enqueue_trial(FAST)
     experiment_id = tracking.prepare_experiment(name)
     client = MlflowClient()
-    extra = ["--prune-below", str(prune_below)] if prune_below is not None else []
     killed_trial = None
     with mlflow.start_run(experiment_id=experiment_id, run_name="sweep") as parent:
         workers = [
             subprocess.Popen(
-                [sys.executable, "-m", "dltrack.sweeps", "--study", name,
-                 "--parent-run-id", parent.info.run_id, "--trials", str(share),
-                 "--epochs", str(epochs), "--threads", "1", "--seed", str(i), *extra],
+                [sys.executable, *sweeps.worker_command(
+                    name, parent.info.run_id, trials=share, epochs=epochs, seed=i, threads=1,
+                    prune_below=prune_below)],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 env={**os.environ, "MLFLOW_TRACKING_URI": store, sweeps.STORAGE_ENV_VAR: storage},
             )
@@ -163,6 +162,21 @@ def test_the_study_lives_beside_a_sqlite_store_or_where_the_variable_says(monkey
     assert sweeps.default_storage("http://127.0.0.1:5050").startswith("postgresql+psycopg2://")
     with pytest.raises(ValueError, match="a study storage is a database URL"):
         sweeps.study_storage(str(tmp_path / "optuna.db"))
+
+
+def test_the_worker_command_is_what_the_worker_parses():
+    command = sweeps.worker_command("s", "r", trials=3, epochs=2, data_dir="/d", train_seed=7,
+                                    seed=5, threads=1, prune_below=0.5)  # fmt: skip
+    assert command[:2] == ["-m", "dltrack.sweeps"]
+    args = sweeps._parser().parse_args(command[2:])
+    assert (args.study, args.parent_run_id, args.trials, args.epochs, args.data_dir,
+            args.train_seed, args.seed, args.threads, args.prune_below) == (
+        "s", "r", 3, 2, "/d", 7, 5, 1, 0.5)  # fmt: skip
+    minimal = sweeps._parser().parse_args(sweeps.worker_command("s", "r", trials=1, epochs=1)[2:])
+    assert (minimal.data_dir, minimal.train_seed) == ("", 42)
+    assert (minimal.seed, minimal.threads, minimal.prune_below) == (None, None, None)
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        sweeps.worker_command("s", "r", trials=1, epochs=0)
 
 
 def test_a_worker_refuses_bad_arguments(capsys):

@@ -75,6 +75,7 @@ __all__ = [
     "study_settings",
     "study_storage",
     "suggest",
+    "worker_command",
 ]
 
 STORAGE_ENV_VAR = "DLTRACK_OPTUNA_STORAGE"
@@ -441,6 +442,40 @@ def close_stale_trials(study: optuna.Study) -> list[int]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # RDB storages only; a no-op for journals
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+
+def worker_command(
+    study: str,
+    parent_run_id: str,
+    *,
+    trials: int,
+    epochs: int,
+    data_dir: str = "",
+    train_seed: int = 42,
+    seed: int | None = None,
+    threads: int | None = None,
+    prune_below: float | None = None,
+) -> list[str]:
+    """The arguments that start one sweep worker after ``python``: ``-m dltrack.sweeps`` with
+    the study's name and settings (``epochs``, ``data_dir``: a study refuses others), the
+    parent run, this worker's share of ``trials``, and optionally its sampler ``seed``, torch
+    ``threads`` and ``prune_below`` (see ``python -m dltrack.sweeps --help``). The storage is not
+    among them: the worker reads it from ``$DLTRACK_OPTUNA_STORAGE``, and the tracking server
+    from ``$MLFLOW_TRACKING_URI``. Notebook 06, ``benchmarks/sweep_bench.py`` and the tests launch
+    their workers with it.
+
+    Raises:
+        ValueError: ``trials`` below 0 or ``epochs`` below 1.
+    """
+    if trials < 0 or epochs < 1:
+        raise ValueError(f"trials must be >= 0 and epochs >= 1, got {trials} and {epochs}")
+    command = ["-m", "dltrack.sweeps", "--study", study, "--parent-run-id", parent_run_id,
+               "--trials", str(trials), "--epochs", str(epochs), "--data-dir", data_dir,
+               "--train-seed", str(train_seed)]  # fmt: skip
+    for option, value in (("--seed", seed), ("--threads", threads), ("--prune-below", prune_below)):
+        if value is not None:
+            command += [option, str(value)]
+    return command
 
 
 def _parser() -> argparse.ArgumentParser:
