@@ -230,10 +230,9 @@ class CompressGradients(L.Callback):
     """DDP exchanges the gradients as float16: PyTorch's ``fp16_compress_hook`` divides each
     bucket by the number of processes, casts it to float16, sums it over the processes in
     float16 and copies the result back into the float32 gradients. It is registered on the
-    DDP-wrapped model
-    (``DistributedDataParallel.register_comm_hook``) once Lightning has wrapped it. Lightning's
-    own ``DDPStrategy(ddp_comm_hook=...)`` registers a hook on CUDA devices only and ignores it on
-    the CPU (gloo); this registers it on either."""
+    DDP-wrapped model (``DistributedDataParallel.register_comm_hook``) once Lightning has wrapped
+    it. Lightning's own ``DDPStrategy(ddp_comm_hook=...)`` registers a hook on CUDA devices only
+    and ignores it on the CPU (gloo); this registers it on either."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Register the hook before the first backward pass."""
@@ -367,7 +366,7 @@ def open_run(
             in it then).
     """
     run_id = find_run(args.experiment)
-    resume = None
+    resume, held = None, None
     if run_id is None:
         use_experiment(args.experiment)
         tags = {ELASTIC_RUN_TAG: os.environ.get("TORCHELASTIC_RUN_ID", "none")}
@@ -381,7 +380,7 @@ def open_run(
             drop_uncommitted_models(held, resume)
         run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
     mlflow.log_params(params)
-    if not MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs:
+    if held is None or not held.inputs.dataset_inputs:  # a resumed run has them
         for context in ("training", "validation"):
             mlflow.log_input(datasets[context], context=context)
     if resume is not None:
